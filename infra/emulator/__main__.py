@@ -1,0 +1,102 @@
+"""``python -m infra.emulator --port N --docs DIR [--assistant NAME] [fault flags]``.
+
+Every fault flag can also be set as ``EMULATOR_<FLAG>`` in the environment (``EMULATOR_RATE_429=0.2``);
+a flag wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import fields
+from typing import Any
+
+from infra.emulator.faults import FaultConfig
+from infra.emulator.models import Backend
+from infra.emulator.server import DEFAULT_API_KEY, EmulatorServer
+
+_FAULT_FLAGS: dict[str, tuple[type, str]] = {
+    "latency_ms": (float, "added latency per request, ms"),
+    "latency_jitter_ms": (float, "extra random latency in [0, N) ms"),
+    "seed": (int, "seed for random latency and error draws"),
+    "first_token_ms": (float, "delay before the first token (stream) or the response (default)"),
+    "chunk_delay_ms": (float, "pacing between stream chunks, ms"),
+    "rate_429": (float, "fraction of chat requests answered 429"),
+    "rate_500": (float, "fraction answered 500"),
+    "rate_503": (float, "fraction answered 503"),
+    "rate_drop": (float, "fraction whose connection is dropped mid-response or mid-stream"),
+    "retry_after": (float, "Retry-After seconds sent with 429/503 (absent if unset)"),
+    "drop_after_chunks": (int, "stream chunks sent before a drop"),
+}
+
+
+def _env_default(name: str, kind: type) -> Any:
+    raw = os.environ.get(f"EMULATOR_{name.upper()}")
+    if raw is None:
+        return None
+    if kind is bool:
+        return raw.lower() in ("1", "true", "yes")
+    return kind(raw)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags over environment over defaults."""
+    parser = argparse.ArgumentParser(prog="python -m infra.emulator", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("EMULATOR_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "0")))
+    parser.add_argument("--docs", help="directory whose files are uploaded to the assistant at start")
+    parser.add_argument("--assistant", default=os.environ.get("CITEQ_ASSISTANT", "citeq-demo"))
+    parser.add_argument("--api-key", default=os.environ.get("PINECONE_API_KEY", DEFAULT_API_KEY))
+    parser.add_argument("--state-dir", default=os.environ.get("EMULATOR_STATE_DIR"))
+    parser.add_argument("--processing-seconds", type=float, default=0.0)
+    parser.add_argument("--citation-style", choices=("pp", "p"), default="pp")
+    parser.add_argument("--verbose", action="store_true")
+    for name, (kind, help_text) in _FAULT_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=_env_default(name, kind), help=help_text)
+    parser.add_argument("--text-plain-errors", action="store_true", default=_env_default("text_plain_errors", bool))
+    parser.add_argument(
+        "--stream-done",
+        action="store_true",
+        default=_env_default("stream_done", bool),
+        help="end streams with data: [DONE] (the service does not)",
+    )
+    return parser.parse_args(argv)
+
+
+def fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The FaultConfig named by the flags that were set."""
+    names = {f.name for f in fields(FaultConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return FaultConfig.from_mapping(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the emulator and serve until interrupted."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    backend = Backend(
+        processing_seconds=args.processing_seconds, citation_style=args.citation_style, state_dir=args.state_dir
+    )
+    server = EmulatorServer(backend, host=args.host, port=args.port, api_key=args.api_key, faults=fault_config(args))
+    if args.docs:
+        loaded = backend.load_directory(args.assistant, args.docs)
+        print(f"loaded {len(loaded)} files into assistant {args.assistant!r}", file=sys.stderr)
+    else:
+        backend.ensure_assistant(args.assistant)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    print(server.url, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

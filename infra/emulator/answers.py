@@ -1,0 +1,226 @@
+"""One internal answer, rendered in every shape the service sends.
+
+The standard chat shape is the source: plain text plus ``citations[].position``. The OpenAI-compatible
+content is derived from it the way the service does it: number each cited file by order of first citation,
+insert `` [n, pp. 3]`` (or `` [n]`` for files without pages, adjacent brackets for several files) at each
+position, then append a ``References:`` list of signed URLs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# Requested model -> the dated model the service reports. Claude 3.x names are routed to their successor.
+MODELS = {
+    "gpt-4o": "gpt-4o-2024-11-20",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-5": "gpt-5-2025-08-07",
+    "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16",
+    "claude-sonnet-4": "claude-sonnet-4-20250514",
+    "claude-sonnet-4-5": "claude-sonnet-4-5-20250929",
+    "claude-3-5-sonnet": "claude-sonnet-4-5-20250929",
+    "claude-3-7-sonnet": "claude-sonnet-4-5-20250929",
+    "gemini-2.5-pro": "gemini-2.5-pro",
+    "gemini-2.5-flash": "gemini-2.5-flash",
+}
+DEFAULT_MODEL = "gpt-4o"
+NO_ANSWER = "I could not find information about that in the files available to this assistant."
+# Fixed prompt overhead (instructions wrapper, citation rules) added to the approximate prompt size.
+PROMPT_OVERHEAD_TOKENS = 250
+
+
+def approx_tokens(text: str) -> int:
+    """Token count approximated as one token per four characters (OpenAI's rule of thumb), at least 1."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One file cited by a citation, with the pages used and the passage (for highlights)."""
+
+    file: dict[str, Any]
+    pages: list[int] | None
+    highlight: str | None = None
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A position in the answer text and the references that support the text before it."""
+
+    position: int
+    references: list[Reference]
+
+
+@dataclass
+class Answer:
+    """An answer in the standard chat's terms."""
+
+    id: str
+    model: str
+    content: str
+    citations: list[Citation] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str = "stop"
+    context_snippet_count: int = 0
+
+
+def _ranges(pages: list[int]) -> str:
+    parts: list[str] = []
+    start = prev = pages[0]
+    for page in [*pages[1:], None]:
+        if page is not None and page == prev + 1:
+            prev = page
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        if page is not None:
+            start = prev = page
+    return ", ".join(parts)
+
+
+def marker(number: int, pages: list[int] | None, style: str) -> str:
+    """One bracket: ``[1, pp. 3, 4]`` (style ``pp``), ``[1, p.3-4]`` (style ``p``) or ``[1]``."""
+    if not pages:
+        return f"[{number}]"
+    if style == "p":
+        return f"[{number}, p.{_ranges(pages)}]"
+    return f"[{number}, pp. {', '.join(map(str, pages))}]"
+
+
+def _numbering(answer: Answer) -> dict[str, int]:
+    numbers: dict[str, int] = {}
+    for citation in sorted(answer.citations, key=lambda c: c.position):
+        for ref in citation.references:
+            numbers.setdefault(ref.file["id"], len(numbers) + 1)
+    return numbers
+
+
+def _files(answer: Answer) -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {}
+    for citation in answer.citations:
+        for ref in citation.references:
+            files.setdefault(ref.file["id"], ref.file)
+    return files
+
+
+def marked_segments(answer: Answer, style: str = "pp") -> list[tuple[str, str]]:
+    """The OpenAI-compatible content as ``("text"|"marker"|"references", piece)`` segments, in order."""
+    numbers = _numbering(answer)
+    lead = "  " if style == "p" else " "
+    segments: list[tuple[str, str]] = []
+    cursor = 0
+    for citation in sorted(answer.citations, key=lambda c: c.position):
+        if citation.position > cursor:
+            segments.append(("text", answer.content[cursor : citation.position]))
+        cursor = max(cursor, citation.position)
+        brackets = "".join(marker(numbers[r.file["id"]], r.pages, style) for r in citation.references)
+        segments.append(("marker", lead + brackets))
+    if cursor < len(answer.content):
+        segments.append(("text", answer.content[cursor:]))
+    if numbers:
+        files = _files(answer)
+        lines = [f"{numbers[fid]}. [{files[fid]['name']}]({files[fid]['signed_url']}) \n" for fid in numbers]
+        segments.append(("references", "\n\nReferences:\n" + "".join(lines)))
+    return segments
+
+
+def marked_content(answer: Answer, style: str = "pp") -> str:
+    """The content string of the OpenAI-compatible response."""
+    return "".join(piece for _, piece in marked_segments(answer, style))
+
+
+_WORD = re.compile(r"\s*\S+|\s+")
+
+
+def content_tokens(answer: Answer, style: str = "pp") -> Iterator[str]:
+    """Content chunks as the service streams them: words, each marker as its own chunk, then references."""
+    for kind, piece in marked_segments(answer, style):
+        if kind == "marker":
+            yield piece
+        elif kind == "references":
+            yield "\n\nReferences:\n"
+            yield from piece[len("\n\nReferences:\n") :].splitlines(keepends=True)
+        else:
+            yield from _WORD.findall(piece)
+
+
+def completion_body(answer: Answer, style: str = "pp") -> dict[str, Any]:
+    """The non-streaming OpenAI-compatible response."""
+    return {
+        "id": answer.id,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": answer.finish_reason,
+                "message": {"role": "assistant", "content": marked_content(answer, style)},
+            }
+        ],
+        "model": answer.model,
+        "usage": answer.usage,
+    }
+
+
+def completion_chunks(answer: Answer, style: str = "pp") -> Iterator[dict[str, Any]]:
+    """The streamed OpenAI-compatible chunks: role, content..., finish, usage (``choices: []``)."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": answer.id,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "model": answer.model,
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    for token in content_tokens(answer, style):
+        yield chunk({"content": token})
+    yield chunk({"role": None, "content": None}, answer.finish_reason)
+    yield {"id": answer.id, "choices": [], "model": answer.model, "usage": answer.usage}
+
+
+def _reference_body(ref: Reference, include_highlights: bool) -> dict[str, Any]:
+    highlight = {"type": "text", "content": ref.highlight} if include_highlights and ref.highlight else None
+    return {"file": ref.file, "pages": ref.pages or [], "highlight": highlight}
+
+
+def citation_body(citation: Citation, include_highlights: bool) -> dict[str, Any]:
+    """A citation in the standard chat shape."""
+    return {
+        "position": citation.position,
+        "references": [_reference_body(r, include_highlights) for r in citation.references],
+    }
+
+
+def chat_body(answer: Answer, include_highlights: bool = False) -> dict[str, Any]:
+    """The standard chat response."""
+    return {
+        "id": answer.id,
+        "model": answer.model,
+        "finish_reason": answer.finish_reason,
+        "message": {"role": "assistant", "content": answer.content},
+        "usage": answer.usage,
+        "citations": [citation_body(c, include_highlights) for c in answer.citations],
+        "context_snippet_count": answer.context_snippet_count,
+    }
+
+
+def chat_events(answer: Answer, include_highlights: bool = False) -> Iterator[dict[str, Any]]:
+    """The standard chat stream: message_start, content_chunk..., citation..., message_end."""
+    base = {"id": answer.id, "model": answer.model}
+    yield {
+        "type": "message_start",
+        **base,
+        "role": "assistant",
+        "context_snippet_count": answer.context_snippet_count,
+    }
+    for token in _WORD.findall(answer.content):
+        yield {"type": "content_chunk", **base, "delta": {"content": token}}
+    for citation in answer.citations:
+        yield {"type": "citation", **base, "citation": citation_body(citation, include_highlights)}
+    yield {"type": "message_end", **base, "finish_reason": answer.finish_reason, "usage": answer.usage}

@@ -1,0 +1,279 @@
+"""Parse -> call the backend -> serialize, one function per API operation, and the route table."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import unquote
+
+from infra.emulator import answers
+from infra.emulator.exceptions import InvalidArgument
+from infra.emulator.models import Backend
+
+API_VERSION_WITH_OPERATIONS = "2026-04"
+
+
+@dataclass
+class Request:
+    """What a handler needs of an HTTP request."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object, or the service's 400."""
+        if not self.body:
+            return {}
+        try:
+            value = json.loads(self.body)
+        except ValueError as exc:
+            raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise InvalidArgument("Request body must be a JSON object")
+        return value
+
+    @property
+    def api_version(self) -> str:
+        """The requested API version; absent means the oldest supported one."""
+        return self.headers.get("x-pinecone-api-version", "2025-01")
+
+
+@dataclass
+class Response:
+    """A JSON body, or a stream of SSE payloads (dicts, or raw strings such as ``[DONE]``)."""
+
+    status: int = 200
+    body: Any = None
+    events: Iterator[dict[str, Any] | str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Backend, Request], Response]
+
+
+def _new_api(request: Request) -> bool:
+    return request.api_version >= API_VERSION_WITH_OPERATIONS
+
+
+# --------------------------------------------------------------------------- control plane
+def create_assistant(backend: Backend, request: Request) -> Response:
+    body = request.json()
+    return Response(
+        200,
+        backend.create_assistant(body.get("name"), body.get("instructions"), body.get("metadata"), body.get("region")),
+    )
+
+
+def list_assistants(backend: Backend, request: Request) -> Response:
+    return Response(200, {"assistants": backend.list_assistants()})
+
+
+def describe_assistant(backend: Backend, request: Request) -> Response:
+    return Response(200, backend.describe_assistant(request.params["name"]))
+
+
+def update_assistant(backend: Backend, request: Request) -> Response:
+    body = request.json()
+    return Response(
+        200, backend.update_assistant(request.params["name"], body.get("instructions"), body.get("metadata"))
+    )
+
+
+def delete_assistant(backend: Backend, request: Request) -> Response:
+    backend.delete_assistant(request.params["name"])
+    return Response(200, {})
+
+
+# --------------------------------------------------------------------------- files
+def _multipart(request: Request) -> dict[str, tuple[str | None, bytes]]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidArgument("File upload must be multipart/form-data with a 'file' part")
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + request.body
+    )
+    parts: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            payload = part.get_payload(decode=True)
+            parts[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return parts
+
+
+def upload_file(backend: Backend, request: Request) -> Response:
+    parts = _multipart(request)
+    if "file" not in parts or not parts["file"][0]:
+        raise InvalidArgument("Missing 'file' part with a filename")
+    filename, data = parts["file"]
+    metadata: Any = request.query.get("metadata")
+    if "metadata" in parts:
+        metadata = parts["metadata"][1].decode()
+    multimodal = request.query.get("multimodal", "false").lower() == "true"
+    file, op = backend.upload_file(
+        request.params["name"],
+        filename or "",
+        data,
+        metadata,
+        file_id=request.params.get("file_id"),
+        multimodal=multimodal,
+    )
+    if _new_api(request):
+        return Response(
+            202,
+            op.wire(backend.clock()),
+            headers={"Location": f"/operations/{request.params['name']}/{op.id}"},
+        )
+    return Response(200, file.wire(backend.clock()))
+
+
+def list_files(backend: Backend, request: Request) -> Response:
+    filter_ = None
+    if "filter" in request.query:
+        try:
+            filter_ = json.loads(request.query["filter"])
+        except ValueError as exc:
+            raise InvalidArgument(f"filter is not valid JSON: {exc}") from exc
+    name = request.params["name"]
+    files = [backend.file_wire(name, f) for f in backend.list_files(name, filter_)]
+    if not _new_api(request):
+        return Response(200, {"files": files})
+    try:
+        limit = int(request.query.get("limit", "100"))
+        start = int(request.query.get("pagination_token", "0"))
+    except ValueError as exc:
+        raise InvalidArgument("limit and pagination_token must be integers") from exc
+    if not 1 <= limit <= 100:
+        raise InvalidArgument("limit must be between 1 and 100")
+    page = files[start : start + limit]
+    body: dict[str, Any] = {"files": page}
+    if start + limit < len(files):
+        body["pagination"] = {"next": str(start + limit)}
+    return Response(200, body)
+
+
+def describe_file(backend: Backend, request: Request) -> Response:
+    name = request.params["name"]
+    file = backend.get_file(name, request.params["file_id"])
+    include_url = request.query.get("include_url", "false").lower() == "true"
+    return Response(200, backend.file_wire(name, file, include_url))
+
+
+def delete_file(backend: Backend, request: Request) -> Response:
+    op = backend.delete_file(request.params["name"], request.params["file_id"])
+    if _new_api(request):
+        return Response(202, op.wire(backend.clock()))
+    return Response(200, {})
+
+
+def describe_operation(backend: Backend, request: Request) -> Response:
+    return Response(200, backend.describe_operation(request.params["name"], request.params["operation_id"]))
+
+
+def list_operations(backend: Backend, request: Request) -> Response:
+    return Response(200, {"operations": backend.list_operations(request.params["name"])})
+
+
+# --------------------------------------------------------------------------- chat
+def _answer(backend: Backend, request: Request) -> tuple[answers.Answer, dict[str, Any]]:
+    body = request.json()
+    stream = body.get("stream", False)
+    if stream not in (True, False, "true", "false"):
+        raise InvalidArgument("stream must be a boolean")
+    answer = backend.answer(
+        request.params["name"], body.get("messages"), body.get("model"), body.get("filter"), body.get("temperature")
+    )
+    return answer, body
+
+
+def _streaming(body: dict[str, Any]) -> bool:
+    return body.get("stream") in (True, "true")
+
+
+def chat_completions(backend: Backend, request: Request) -> Response:
+    answer, body = _answer(backend, request)
+    if _streaming(body):
+        return Response(200, events=answers.completion_chunks(answer, backend.citation_style))
+    return Response(200, answers.completion_body(answer, backend.citation_style))
+
+
+def chat(backend: Backend, request: Request) -> Response:
+    answer, body = _answer(backend, request)
+    highlights = bool(body.get("include_highlights", False))
+    if _streaming(body):
+        if body.get("json_response"):
+            raise InvalidArgument("json_response cannot be used with stream")
+        return Response(200, events=answers.chat_events(answer, highlights))
+    return Response(200, answers.chat_body(answer, highlights))
+
+
+def context(backend: Backend, request: Request) -> Response:
+    body = request.json()
+    return Response(
+        200,
+        backend.context(
+            request.params["name"],
+            query=body.get("query"),
+            messages=body.get("messages"),
+            filter_=body.get("filter"),
+            top_k=body.get("top_k"),
+            snippet_size=body.get("snippet_size"),
+        ),
+    )
+
+
+_SEG = r"(?P<{}>[^/]+)"
+ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
+    (
+        method,
+        re.compile(
+            "^"
+            + pattern.format(
+                name=_SEG.format("name"), file_id=_SEG.format("file_id"), operation_id=_SEG.format("operation_id")
+            )
+            + "$"
+        ),
+        route,
+        handler,
+    )
+    for method, pattern, route, handler in [
+        ("POST", "/assistant/assistants", "create_assistant", create_assistant),
+        ("GET", "/assistant/assistants", "list_assistants", list_assistants),
+        ("GET", "/assistant/assistants/{name}", "describe_assistant", describe_assistant),
+        ("PATCH", "/assistant/assistants/{name}", "update_assistant", update_assistant),
+        ("DELETE", "/assistant/assistants/{name}", "delete_assistant", delete_assistant),
+        ("POST", "/assistant/files/{name}", "upload_file", upload_file),
+        ("GET", "/assistant/files/{name}", "list_files", list_files),
+        ("GET", "/assistant/files/{name}/{file_id}", "describe_file", describe_file),
+        ("PUT", "/assistant/files/{name}/{file_id}", "upload_file", upload_file),
+        ("DELETE", "/assistant/files/{name}/{file_id}", "delete_file", delete_file),
+        ("GET", "/assistant/operations/{name}", "list_operations", list_operations),
+        ("GET", "/assistant/operations/{name}/{operation_id}", "describe_operation", describe_operation),
+        ("POST", "/assistant/chat/{name}/chat/completions", "chat_completions", chat_completions),
+        ("POST", "/assistant/chat/{name}/context", "context", context),
+        ("POST", "/assistant/chat/{name}", "chat", chat),
+    ]
+]
+
+
+def match(method: str, path: str) -> tuple[str, Handler, dict[str, str]] | None:
+    """The route name, handler and URL-decoded path parameters; route ``"405"`` if only the method is wrong."""
+    path_known = False
+    for route_method, pattern, route, handler in ROUTES:
+        found = pattern.match(path)
+        if found:
+            path_known = True
+            if route_method == method:
+                return route, handler, {k: unquote(v) for k, v in found.groupdict().items()}
+    if path_known:
+        return "405", chat, {}
+    return None

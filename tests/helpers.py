@@ -1,0 +1,65 @@
+"""Helpers shared by tests: paths, the emulator admin client, test documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DOCS = ROOT / "samples" / "docs"
+EVENTS = ROOT / "events"
+ASSISTANT = "citeq-demo"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """One of the Lambda events in ``events/`` (the same files ``sam local invoke -e`` uses)."""
+    return dict(json.loads((EVENTS / name).read_text()))
+
+
+class Admin:
+    """The emulator's admin endpoints, over real HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+
+    def faults(self, **config: Any) -> None:
+        """Replace the fault config."""
+        self.http.put(f"{self.url}/_emulator/faults", json=config, timeout=5).raise_for_status()
+
+    def script(self, *entries: dict[str, Any]) -> None:
+        """Queue scripted faults."""
+        self.http.post(f"{self.url}/_emulator/faults/script", json=list(entries), timeout=5).raise_for_status()
+
+    def counters(self) -> dict[str, Any]:
+        """Requests served per route and assistant."""
+        response = self.http.get(f"{self.url}/_emulator/counters", timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def count(self, route: str, assistant: str = ASSISTANT, status: str = "total") -> int:
+        """How many requests a route served for an assistant (optionally with one status)."""
+        return int(self.counters().get(route, {}).get(assistant, {}).get(status, 0))
+
+    def reset(self) -> None:
+        """No faults, zero counters."""
+        self.http.delete(f"{self.url}/_emulator/faults", timeout=5).raise_for_status()
+        self.http.delete(f"{self.url}/_emulator/counters", timeout=5).raise_for_status()
+
+
+def make_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """Write a PDF with one page per list of paragraphs."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for paragraphs in pages:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        for paragraph in paragraphs:
+            pdf.multi_cell(0, 6, paragraph)
+            pdf.ln(2)
+    pdf.output(str(path))
+    return path
