@@ -439,12 +439,15 @@ class Backend:
             raise InvalidArgument(f"Invalid model '{model}': the model name is invalid. Supported models: {supported}")
         return answers.MODELS[model]
 
-    def _searchable(self, record: AssistantRecord, filter_: Any, now: float) -> set[str]:
+    def _searchable(self, record: AssistantRecord, filter_: Any, now: float) -> set[str] | None:
+        """The files a chat may search; None means all of them (the common case, checked per chunk for free)."""
         available = [f for f in record.files.values() if f.status(now) == "Available"]
         if not available:
             raise InvalidArgument("Assistant doesn't contain any files")
         if filter_ is not None:
             filters.validate(filter_)
+        elif len(available) == len(record.files):
+            return None
         return {f.id for f in available if filter_ is None or filters.matches(filter_, f.metadata or {})}
 
     def answer(
@@ -465,7 +468,7 @@ class Backend:
             now = self.clock()
             allowed = self._searchable(record, filter_, now)
             terms = tokenize(query)
-            hits = record.index.search(terms, TOP_CHUNKS, allowed.__contains__)
+            hits = record.index.search(terms, TOP_CHUNKS, allowed)
             picks = pick_sentences(record.index, terms, hits)
             content = ""
             citations: list[answers.Citation] = []
@@ -552,7 +555,7 @@ class Backend:
             record = self._assistant(name)
             text = query if has_query else self._validate_messages(messages)
             allowed = self._searchable(record, filter_, self.clock())
-            hits = record.index.search(tokenize(text), top_k, allowed.__contains__)
+            hits = record.index.search(tokenize(text), top_k, allowed)
             snippets = []
             for hit in hits:
                 chunk = record.index.chunks[hit.chunk_id]

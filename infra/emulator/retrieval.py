@@ -6,10 +6,11 @@ Scores are Okapi BM25 (k1=1.2, b=0.75) over a light-stemmed, stop-word-free voca
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -282,31 +283,37 @@ class Index:
         df = len(self.postings.get(term, ()))
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-    def search(self, terms: Iterable[str], k: int, allow: Callable[[str], bool] | None = None) -> list[Hit]:
-        """Return the ``k`` best chunks for ``terms``; ``allow(file_id)`` restricts the files searched."""
-        if not self.chunks:
-            return []
-        avgdl = self.total_length / len(self.chunks) or 1.0
+    def search(self, terms: Iterable[str], k: int, allowed: set[str] | None = None) -> list[Hit]:
+        """Return the ``k`` best chunks for ``terms``, searching only files in ``allowed`` when given.
+
+        Rare terms are scored first; a term found in more than 5 % of chunks then only adds to chunks that a
+        rarer term already found (it cannot lift an unrelated chunk into the top k by itself), which keeps a
+        query fast on a large corpus without changing which chunks win.
+        """
         chunks = self.chunks
+        if not chunks:
+            return []
+        avgdl = self.total_length / len(chunks) or 1.0
+        common = max(50, len(chunks) // 20)
         scores: dict[int, float] = {}
-        allowed_cache: dict[str, bool] = {}
-        for term in dict.fromkeys(terms):
+        unique = sorted(set(terms), key=lambda t: (len(self.postings.get(t, ())), t))
+        for term in unique:
             bucket = self.postings.get(term)
             if not bucket:
                 continue
             idf = self.idf(term)
-            for cid, tf in bucket.items():
+            if scores and len(bucket) > common:
+                pairs = [(cid, bucket[cid]) for cid in scores if cid in bucket]
+            else:
+                pairs = list(bucket.items())
+            for cid, tf in pairs:
                 chunk = chunks[cid]
-                if allow is not None:
-                    ok = allowed_cache.get(chunk.file_id)
-                    if ok is None:
-                        ok = allowed_cache[chunk.file_id] = allow(chunk.file_id)
-                    if not ok:
-                        continue
+                if allowed is not None and chunk.file_id not in allowed:
+                    continue
                 norm = tf * (K1 + 1) / (tf + K1 * (1 - B + B * chunk.length / avgdl))
                 scores[cid] = scores.get(cid, 0.0) + idf * norm
-        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [Hit(cid, score) for cid, score in ranked]
+        best = heapq.nlargest(k, scores.items(), key=lambda item: (item[1], -item[0]))
+        return [Hit(cid, score) for cid, score in best]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def test_search_ranks_relevant_chunk_first_and_respects_allow() -> None:
     hits = index.search(tokenize("how long do cats sleep"), 3)
     assert index.chunks[hits[0].chunk_id].file_id == "a"
     assert index.chunks[hits[0].chunk_id].page == 1
-    assert index.search(tokenize("cats sleep"), 3, allow=lambda f: f == "b") == []
+    assert index.search(tokenize("cats sleep"), 3, allowed={"b"}) == []
 
 
 def test_remove_file_forgets_its_chunks() -> None:
