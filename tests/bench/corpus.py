@@ -5,10 +5,30 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-SUBJECTS = ["The billing service", "Each workspace", "An administrator", "The export job", "A webhook receiver",
-            "The query engine", "Every API key", "The audit log", "A scheduled report", "The retention policy"]
-VERBS = ["stores", "rejects", "retries", "encrypts", "summarises", "forwards", "expires", "validates", "caches",
-         "indexes"]
+SUBJECTS = [
+    "The billing service",
+    "Each workspace",
+    "An administrator",
+    "The export job",
+    "A webhook receiver",
+    "The query engine",
+    "Every API key",
+    "The audit log",
+    "A scheduled report",
+    "The retention policy",
+]
+VERBS = [
+    "stores",
+    "rejects",
+    "retries",
+    "encrypts",
+    "summarises",
+    "forwards",
+    "expires",
+    "validates",
+    "caches",
+    "indexes",
+]
 
 
 def write_corpus(folder: Path, files: int, bytes_per_file: int, seed: int = 1) -> int:

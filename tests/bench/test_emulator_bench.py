@@ -14,7 +14,7 @@ from tests.bench.corpus import write_corpus
 
 def _percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def test_emulator_ingest_and_chat_latency(tmp_path: Path) -> None:

@@ -1,0 +1,500 @@
+"""The assistant client: ``POST {host}/assistant/chat/{assistant}/chat/completions``, default and streamed.
+
+One ``requests.Session`` per client (build one client per process or Lambda container), an explicit
+(connect, read) timeout on every call, retries per ``citeq.retry``, an optional overall deadline, and every
+``requests`` error translated to a ``citeq.errors`` error here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+
+from citeq import __version__
+from citeq.citations import Event, IncrementalParser, parse_content
+from citeq.config import Settings
+from citeq.errors import (
+    APIStatusError,
+    CiteqError,
+    ConfigurationError,
+    ConnectionFailed,
+    DeadlineExceeded,
+    StreamBroken,
+    Timeout,
+    TransportError,
+    ValidationError,
+    status_error,
+)
+from citeq.models import Answer, ParsedContent, UsageDict, usage_from
+from citeq.retry import RetryPolicy, retry_delay, should_retry
+from citeq.sse import SSEDecoder
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Bytes of an error body kept for the message.
+MAX_ERROR_BODY = 4096
+# An attempt needs at least this long before the deadline to be worth starting.
+MIN_ATTEMPT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What to ask: messages plus the endpoint's parameters."""
+
+    messages: tuple[Mapping[str, str], ...]
+    assistant: str
+    model: str | None = None
+    temperature: float | None = None
+    filter: Mapping[str, Any] | None = None
+
+    def body(self, stream: bool) -> dict[str, Any]:
+        """The JSON body; unset parameters are left out so the service's defaults apply."""
+        body: dict[str, Any] = {"messages": [dict(m) for m in self.messages], "stream": stream}
+        if self.model is not None:
+            body["model"] = self.model
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.filter is not None:
+            body["filter"] = dict(self.filter)
+        return body
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One decoded chunk of an OpenAI-compatible stream."""
+
+    id: str | None
+    model: str | None
+    role: str | None = None
+    content: str | None = None
+    finish_reason: str | None = None
+    usage: UsageDict | None = None
+
+
+def messages_for(
+    question: str | None = None, messages: Sequence[Mapping[str, str]] | None = None
+) -> tuple[dict[str, str], ...]:
+    """Messages from a question or a message list, validated as the service would (clear errors, no call)."""
+    if (question is None) == (messages is None):
+        raise ValidationError("give exactly one of question or messages")
+    items = [{"role": "user", "content": question}] if question is not None else [dict(m) for m in messages or ()]
+    if not items:
+        raise ValidationError("messages must not be empty")
+    for item in items:
+        item.setdefault("role", "user")
+        if item["role"] not in ("user", "assistant", "system"):
+            raise ValidationError(f"message role must be user or assistant, got {item['role']!r}")
+        content = item.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise ValidationError("message content must not be empty")
+    return tuple(items)
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def error_from_response(response: requests.Response, now: float | None = None) -> APIStatusError:
+    """The citeq error for an error response; the body is read as JSON even when served as text/plain."""
+    raw = response.content[:MAX_ERROR_BODY].decode("utf-8", errors="replace")
+    code: str | None = None
+    message = raw.strip() or response.reason or "no message"
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            message = str(error.get("message") or message)
+        elif isinstance(error, str):
+            message = error
+        else:
+            for key in ("message", "detail", "description"):
+                if body.get(key):
+                    message = str(body[key])
+                    break
+    request_id = response.headers.get("x-pinecone-request-id") or response.headers.get("x-request-id")
+    retry_after = _retry_after(response.headers.get("retry-after"), time.time() if now is None else now)
+    return status_error(response.status_code, message, code=code, request_id=request_id, retry_after=retry_after)
+
+
+def _translate(exc: requests.RequestException, what: str) -> TransportError:
+    if isinstance(exc, requests.Timeout):
+        return Timeout(f"{what}: timed out ({type(exc).__name__})")
+    return ConnectionFailed(f"{what}: connection failed ({type(exc).__name__})")
+
+
+class AssistantClient:
+    """Talks to one Pinecone project's assistants. Thread-safe for concurrent calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._key = settings.resolve_api_key()
+        self.session = session or requests.Session()
+        self.policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._hosts: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"AssistantClient(pinecone_host={self.settings.pinecone_host!r}, api_version={self.settings.api_version!r})"
+        )
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Api-Key": self._key.get(),
+            "X-Pinecone-Api-Version": self.settings.api_version,
+            "User-Agent": f"citeq/{__version__}",
+        }
+
+    # ------------------------------------------------------------------ attempts
+    def _timeout(self, read: float, deadline: float | None) -> tuple[float, float]:
+        connect = self.settings.connect_timeout
+        if deadline is None:
+            return connect, read
+        remaining = deadline - self.clock()
+        if remaining < MIN_ATTEMPT_SECONDS:
+            raise DeadlineExceeded(f"{remaining:.1f}s left before the deadline; not starting another attempt")
+        return min(connect, remaining), min(read, remaining)
+
+    def _retrying(self, attempt: Callable[[int], T], deadline: float | None, what: str) -> T:
+        number = 1
+        while True:
+            try:
+                return attempt(number)
+            except CiteqError as exc:
+                if not should_retry(exc, number, self.policy):
+                    raise
+                delay = retry_delay(exc, number, self.policy, self.rng)
+                if deadline is not None and self.clock() + delay + MIN_ATTEMPT_SECONDS > deadline:
+                    raise
+                log.info("%s: attempt %d failed (%s); retrying in %.2fs", what, number, type(exc).__name__, delay)
+                self.sleep(delay)
+                number += 1
+
+    def _request(
+        self, method: str, url: str, *, body: Any = None, stream: bool = False, read: float, deadline: float | None
+    ) -> requests.Response:
+        timeout = self._timeout(read, deadline)
+        try:
+            response = self.session.request(
+                method, url, json=body, headers=self._headers(), timeout=timeout, stream=stream
+            )
+        except requests.RequestException as exc:
+            raise _translate(exc, f"{method} {url}") from None
+        if response.status_code >= 400:
+            try:
+                raise error_from_response(response)
+            finally:
+                response.close()
+        return response
+
+    # ------------------------------------------------------------------ discovery
+    def host_for(self, assistant: str, deadline: float | None = None) -> str:
+        """The assistant's data-plane host: ``CITEQ_ASSISTANT_HOST``, else discovered once and cached."""
+        if self.settings.assistant_host:
+            return self.settings.assistant_host
+        host = self._hosts.get(assistant)
+        if host is None:
+            url = f"{self.settings.pinecone_host}/assistant/assistants/{quote(assistant, safe='')}"
+
+            def describe(_: int) -> str:
+                response = self._request("GET", url, read=30.0, deadline=deadline)
+                try:
+                    found = response.json().get("host")
+                except ValueError:
+                    raise ConnectionFailed(f"describe assistant {assistant!r}: response is not JSON") from None
+                if not isinstance(found, str) or not found:
+                    raise ConfigurationError(f"assistant {assistant!r} has no data-plane host yet")
+                return found if "://" in found else f"https://{found}"
+
+            host = self._retrying(describe, deadline, f"describe {assistant}").rstrip("/")
+            self._hosts[assistant] = host
+        return host
+
+    def _chat_url(self, assistant: str, deadline: float | None) -> str:
+        return f"{self.host_for(assistant, deadline)}/assistant/chat/{quote(assistant, safe='')}/chat/completions"
+
+    def _request_for(
+        self,
+        question: str | None,
+        messages: Sequence[Mapping[str, str]] | None,
+        assistant: str | None,
+        model: str | None,
+        temperature: float | None,
+        filter: Mapping[str, Any] | None,
+    ) -> ChatRequest:
+        name = assistant or self.settings.assistant
+        if not name:
+            raise ConfigurationError("no assistant given and CITEQ_ASSISTANT is not set")
+        return ChatRequest(messages_for(question, messages), name, model, temperature, filter)
+
+    # ------------------------------------------------------------------ chat
+    def chat(
+        self,
+        question: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        assistant: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        filter: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> Answer:
+        """A default (non-streamed) answer, parsed into text and structured citations."""
+        request = self._request_for(question, messages, assistant, model, temperature, filter)
+        url = self._chat_url(request.assistant, deadline)
+
+        def attempt(_: int) -> Answer:
+            response = self._request(
+                "POST", url, body=request.body(False), read=self.settings.read_timeout, deadline=deadline
+            )
+            try:
+                payload = response.json()
+            except (ValueError, requests.RequestException):
+                raise ConnectionFailed("chat completion: response body was cut off or is not JSON") from None
+            return answer_from_completion(payload)
+
+        return self._retrying(attempt, deadline, f"chat {request.assistant}")
+
+    def stream(
+        self,
+        question: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        assistant: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        filter: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        keep_text: bool = True,
+    ) -> ChatStream:
+        """A streamed answer; use as a context manager and iterate chunks or ``events()``."""
+        request = self._request_for(question, messages, assistant, model, temperature, filter)
+        url = self._chat_url(request.assistant, deadline)
+
+        def open_stream() -> requests.Response:
+            return self._retrying(
+                lambda _: self._request(
+                    "POST",
+                    url,
+                    body=request.body(True),
+                    stream=True,
+                    read=self.settings.stream_read_timeout,
+                    deadline=deadline,
+                ),
+                deadline,
+                f"stream {request.assistant}",
+            )
+
+        return ChatStream(open_stream, keep_text=keep_text, reopens=self.policy.max_attempts - 1)
+
+
+def answer_from_completion(payload: Any) -> Answer:
+    """A default chat completion body -> Answer."""
+    try:
+        choice = payload["choices"][0]
+        content = choice["message"]["content"] or ""
+        parsed = parse_content(content)
+        return Answer(
+            id=str(payload.get("id", "")),
+            model=str(payload.get("model", "")),
+            content=parsed.text,
+            citations=parsed.citations,
+            usage=usage_from(payload.get("usage")),
+            finish_reason=choice.get("finish_reason"),
+            raw_content=content,
+            files=parsed.files,
+        )
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
+
+
+def parse_chunk(data: str) -> StreamChunk | None:
+    """One ``data:`` payload -> a typed chunk; None for a payload that is not a JSON chunk (logged, skipped).
+
+    Unknown fields are ignored; the usage chunk arrives with ``choices: []``.
+    """
+    try:
+        payload = json.loads(data)
+        choices = payload.get("choices") or []
+        choice = choices[0] if choices else {}
+        delta = choice.get("delta") or {}
+        return StreamChunk(
+            id=payload.get("id"),
+            model=payload.get("model"),
+            role=delta.get("role") or None,
+            content=delta.get("content"),
+            finish_reason=choice.get("finish_reason"),
+            usage=usage_from(payload.get("usage")),
+        )
+    except (ValueError, AttributeError, TypeError, IndexError):
+        log.debug("skipping a stream event that is not a JSON chunk")
+        return None
+
+
+class ChatStream:
+    """A streamed answer. Chunks are yielded as they arrive; the connection always closes.
+
+    A stream that breaks before its first content byte is reopened (up to ``reopens`` times); after that it
+    is never retried, and ``StreamBroken`` carries the content received so far.
+    """
+
+    def __init__(self, open_stream: Callable[[], requests.Response], *, keep_text: bool, reopens: int) -> None:
+        self._open = open_stream
+        self._response: requests.Response | None = open_stream()
+        self._reopens = reopens
+        self.parser = IncrementalParser(keep_text=keep_text)
+        self.id: str | None = None
+        self.model: str | None = None
+        self.usage: UsageDict | None = None
+        self.finish_reason: str | None = None
+        self.chunks = 0
+        self._received: list[str] = []
+        self._keep_text = keep_text
+        self._done = False
+        self._events: list[Event] = []
+        self._parsed: ParsedContent | None = None
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (safe to call twice)."""
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def _raw_chunks(self, response: requests.Response) -> Iterator[StreamChunk]:
+        decoder = SSEDecoder()
+        try:
+            for data in response.iter_content(chunk_size=None):
+                for event in decoder.feed(data):
+                    if event.data.strip() == "[DONE]":
+                        return
+                    if (chunk := parse_chunk(event.data)) is not None:
+                        yield chunk
+            for event in decoder.close_events():
+                if event.data.strip() != "[DONE]" and (chunk := parse_chunk(event.data)) is not None:
+                    yield chunk
+        except requests.RequestException as exc:
+            raise _translate(exc, "stream") from None
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        started = False
+        held: list[StreamChunk] = []
+        try:
+            while self._response is not None:
+                try:
+                    for chunk in self._raw_chunks(self._response):
+                        self._note(chunk)
+                        if not started and not chunk.content:
+                            held.append(chunk)
+                            continue
+                        started = True
+                        yield from held
+                        held.clear()
+                        yield chunk
+                    if self.finish_reason is None and self.usage is None:
+                        raise ConnectionFailed("stream ended before the answer was finished")
+                    yield from held
+                    self._done = True
+                    return
+                except TransportError as exc:
+                    if started or self._reopens <= 0:
+                        raise StreamBroken(
+                            f"stream broke after {self.chunks} chunks: {exc}",
+                            received="".join(self._received),
+                            chunks=self.chunks,
+                        ) from None
+                    self._reopens -= 1
+                    held.clear()
+                    self.close()
+                    log.info("stream broke before its first content byte; reopening")
+                    self._response = self._open()
+        finally:
+            self.close()
+
+    def _note(self, chunk: StreamChunk) -> None:
+        self.chunks += 1
+        self.id = self.id or chunk.id
+        self.model = self.model or chunk.model
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage:
+            self.usage = chunk.usage
+        if chunk.content:
+            self._events.extend(self.parser.feed(chunk.content))
+            if self._keep_text:
+                self._received.append(chunk.content)
+
+    def text(self) -> Iterator[str]:
+        """The raw content pieces, markers included."""
+        for chunk in self:
+            if chunk.content:
+                yield chunk.content
+
+    def events(self) -> Iterator[Event]:
+        """Clean text and completed citation markers, as soon as each is safe to show."""
+        for _ in self:
+            yield from self._events
+            self._events.clear()
+        if self._done and self._parsed is None:
+            final, self._parsed = self.parser.finish()
+            yield from final
+
+    def answer(self) -> Answer:
+        """The whole answer (drains the stream first); the same object the default path would give."""
+        for _ in self.events():
+            pass
+        parsed = self._parsed
+        if parsed is None:
+            raise StreamBroken("the stream did not finish", received="".join(self._received), chunks=self.chunks)
+        return Answer(
+            id=self.id or "",
+            model=self.model or "",
+            content=parsed.text,
+            citations=parsed.citations,
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            raw_content="".join(self._received),
+            files=parsed.files,
+        )

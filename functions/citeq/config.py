@@ -1,0 +1,166 @@
+"""Settings, read once from the environment (the same names locally and in Lambda).
+
+Precedence: an explicit argument > the environment > the default. A missing required value fails with a
+message naming the variable. The API key is a ``Secret``: it never shows in ``repr``, logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from citeq.errors import ConfigurationError
+
+# Environment variable names, in one place.
+PINECONE_API_KEY = "PINECONE_API_KEY"
+API_KEY_SECRET = "CITEQ_API_KEY_SECRET"
+ASSISTANT = "CITEQ_ASSISTANT"
+PINECONE_HOST = "CITEQ_PINECONE_HOST"
+ASSISTANT_HOST = "CITEQ_ASSISTANT_HOST"
+API_VERSION = "CITEQ_API_VERSION"
+TABLE = "CITEQ_TABLE"
+QUEUE_URL = "CITEQ_QUEUE_URL"
+DLQ_URL = "CITEQ_DLQ_URL"
+CONNECT_TIMEOUT = "CITEQ_CONNECT_TIMEOUT"
+READ_TIMEOUT = "CITEQ_READ_TIMEOUT"
+STREAM_READ_TIMEOUT = "CITEQ_STREAM_READ_TIMEOUT"
+MAX_ATTEMPTS = "CITEQ_MAX_ATTEMPTS"
+RESULT_TTL_DAYS = "CITEQ_RESULT_TTL_DAYS"
+CALLBACK_SECRET = "CITEQ_CALLBACK_SECRET"
+CALLBACK_ALLOW_HOSTS = "CITEQ_CALLBACK_ALLOW_HOSTS"
+
+DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
+# A current stable API version (quarterly releases; what pinecone 10 sends).
+DEFAULT_API_VERSION = "2026-07"
+
+
+class Secret:
+    """A string that hides itself from repr, str and format."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything citeq reads from its environment."""
+
+    api_key: Secret | None = None
+    api_key_secret: str | None = None
+    assistant: str | None = None
+    pinecone_host: str = DEFAULT_PINECONE_HOST
+    assistant_host: str | None = None
+    api_version: str = DEFAULT_API_VERSION
+    table: str | None = None
+    queue_url: str | None = None
+    dlq_url: str | None = None
+    connect_timeout: float = 5.0
+    # Answers take many seconds (large prompts); the service sends nothing until it has the whole answer.
+    read_timeout: float = 120.0
+    # Streams get no keepalive while the model thinks, so allow a long gap between chunks.
+    stream_read_timeout: float = 300.0
+    max_attempts: int = 5
+    result_ttl_days: int = 30
+    callback_secret: Secret | None = None
+    callback_allow_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment; keyword arguments win over it. Invalid numbers fail naming the variable."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def number(name: str, kind: type[float] | type[int], default: float) -> Any:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+            return value
+
+        key = text(PINECONE_API_KEY)
+        callback = text(CALLBACK_SECRET)
+        values: dict[str, Any] = {
+            "api_key": Secret(key) if key else None,
+            "api_key_secret": text(API_KEY_SECRET),
+            "assistant": text(ASSISTANT),
+            "pinecone_host": (text(PINECONE_HOST) or DEFAULT_PINECONE_HOST).rstrip("/"),
+            "assistant_host": (text(ASSISTANT_HOST) or "").rstrip("/") or None,
+            "api_version": text(API_VERSION) or DEFAULT_API_VERSION,
+            "table": text(TABLE),
+            "queue_url": text(QUEUE_URL),
+            "dlq_url": text(DLQ_URL),
+            "connect_timeout": number(CONNECT_TIMEOUT, float, cls.connect_timeout),
+            "read_timeout": number(READ_TIMEOUT, float, cls.read_timeout),
+            "stream_read_timeout": number(STREAM_READ_TIMEOUT, float, cls.stream_read_timeout),
+            "max_attempts": number(MAX_ATTEMPTS, int, cls.max_attempts),
+            "result_ttl_days": number(RESULT_TTL_DAYS, int, cls.result_ttl_days),
+            "callback_secret": Secret(callback) if callback else None,
+            "callback_allow_hosts": tuple(
+                h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
+            ),
+        }
+        settings = cls(**values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(given.get("api_key"), str):
+            given["api_key"] = Secret(given["api_key"])
+        return replace(settings, **given) if given else settings
+
+    def require(self, *names: str) -> None:
+        """Fail with the environment variable's name if any of ``names`` is unset."""
+        env_names = {
+            "api_key": f"{PINECONE_API_KEY} (or {API_KEY_SECRET} in Lambda)",
+            "assistant": ASSISTANT,
+            "table": TABLE,
+            "queue_url": QUEUE_URL,
+            "dlq_url": DLQ_URL,
+            "callback_secret": CALLBACK_SECRET,
+        }
+        known = {f.name for f in fields(self)}
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            if getattr(self, name) is None:
+                if name == "api_key" and self.api_key_secret:
+                    continue
+                raise ConfigurationError(f"{env_names.get(name, name.upper())} is not set")
+
+    def resolve_api_key(self) -> Secret:
+        """The API key: from the environment, else from Secrets Manager (cached by Powertools for 5 min)."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_secret:
+            from aws_lambda_powertools.utilities import parameters
+
+            try:
+                value = parameters.get_secret(self.api_key_secret)
+            except parameters.exceptions.GetParameterError as exc:
+                raise ConfigurationError(f"could not read secret {self.api_key_secret!r} ({API_KEY_SECRET})") from exc
+            return Secret(str(value).strip())
+        raise ConfigurationError(f"{PINECONE_API_KEY} (or {API_KEY_SECRET} in Lambda) is not set")

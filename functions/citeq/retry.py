@@ -1,0 +1,36 @@
+"""The retry policy as two pure functions: ``should_retry`` and ``retry_delay``.
+
+Retryable: transport errors (connect, timeout, dropped), 408, 409, 429 and 5xx — see ``errors``.
+Delay: the service's ``Retry-After`` when it sent one (capped), else capped exponential backoff with full
+jitter: ``uniform(0, min(cap, base * 2 ** (attempt - 1)))``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from citeq.errors import CiteqError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts, and how long to wait between them."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 60.0
+
+
+def should_retry(error: CiteqError, attempt: int, policy: RetryPolicy) -> bool:
+    """Whether to make attempt ``attempt + 1`` after ``error`` ended attempt ``attempt`` (1-based)."""
+    return error.retryable and attempt < policy.max_attempts
+
+
+def retry_delay(error: CiteqError, attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Seconds to wait after attempt ``attempt`` failed with ``error``."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return min(max(0.0, float(retry_after)), policy.max_retry_after)
+    return rng.uniform(0.0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
