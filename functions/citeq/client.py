@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -68,9 +68,8 @@ class ChatRequest:
         return body
 
 
-@dataclass(frozen=True)
-class StreamChunk:
-    """One decoded chunk of an OpenAI-compatible stream."""
+class StreamChunk(NamedTuple):
+    """One decoded chunk of an OpenAI-compatible stream (a tuple: thousands are made per answer)."""
 
     id: str | None
     model: str | None

@@ -41,7 +41,7 @@ def usage_from(value: Any) -> UsageDict | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRef:
     """A cited file, as far as the References list tells it."""
 
@@ -60,7 +60,7 @@ class FileRef:
         return cls(data["name"], data.get("signed_url"), data.get("id"), data.get("url_expires_at"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reference:
     """One file (and pages) supporting a citation; ``file`` is None when the marker's number was not listed."""
 
@@ -82,7 +82,7 @@ class Reference:
         return cls(file, tuple(data.get("pages") or ()), data.get("missing_reference"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Citation:
     """A position in ``message.content`` and the references supporting the text just before it."""
 

@@ -49,7 +49,10 @@ class LineDecoder:
 
     def _split(self, final: bool) -> list[str]:
         buffer = self._buffer
-        lines: list[str] = []
+        if "\r" not in buffer:  # the common case, without a regex
+            *lines, self._buffer = buffer.split("\n")
+            return lines
+        lines = []
         start = 0
         for found in _LINE_END.finditer(buffer):
             # A lone CR at the very end may be the first half of CRLF: wait for the next chunk.

@@ -32,6 +32,8 @@ _FAULT_FLAGS: dict[str, tuple[type, str]] = {
     "rate_drop": (float, "fraction whose connection is dropped mid-response or mid-stream"),
     "retry_after": (float, "Retry-After seconds sent with 429/503 (absent if unset)"),
     "drop_after_chunks": (int, "stream chunks sent before a drop"),
+    "answer_repeat": (int, "repeat each answer N times (large-answer benchmarks)"),
+    "stream_chunk_chars": (int, "merge stream content into chunks of at least N characters"),
 }
 
 

@@ -167,8 +167,34 @@ def completion_body(answer: Answer, style: str = "pp") -> dict[str, Any]:
     }
 
 
-def completion_chunks(answer: Answer, style: str = "pp") -> Iterator[dict[str, Any]]:
-    """The streamed OpenAI-compatible chunks: role, content..., finish, usage (``choices: []``)."""
+def repeated(answer: Answer, times: int) -> Answer:
+    """The answer's text and citations ``times`` over (for large-answer benchmarks)."""
+    if times <= 1:
+        return answer
+    step = len(answer.content) + 1
+    content = " ".join([answer.content] * times)
+    citations = [Citation(c.position + i * step, c.references) for i in range(times) for c in answer.citations]
+    return Answer(
+        answer.id, answer.model, content, citations, answer.usage, answer.finish_reason, answer.context_snippet_count
+    )
+
+
+def _coalesced(tokens: Iterator[str], min_chars: int) -> Iterator[str]:
+    buffer = ""
+    for token in tokens:
+        buffer += token
+        if len(buffer) >= min_chars:
+            yield buffer
+            buffer = ""
+    if buffer:
+        yield buffer
+
+
+def completion_chunks(answer: Answer, style: str = "pp", min_chars: int = 0) -> Iterator[dict[str, Any]]:
+    """The streamed OpenAI-compatible chunks: role, content..., finish, usage (``choices: []``).
+
+    ``min_chars`` > 0 merges content tokens into chunks of at least that many characters.
+    """
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -178,7 +204,8 @@ def completion_chunks(answer: Answer, style: str = "pp") -> Iterator[dict[str, A
         }
 
     yield chunk({"role": "assistant", "content": ""})
-    for token in content_tokens(answer, style):
+    tokens = content_tokens(answer, style)
+    for token in _coalesced(tokens, min_chars) if min_chars > 0 else tokens:
         yield chunk({"content": token})
     yield chunk({"role": None, "content": None}, answer.finish_reason)
     yield {"id": answer.id, "choices": [], "model": answer.model, "usage": answer.usage}

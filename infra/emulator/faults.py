@@ -34,6 +34,10 @@ class FaultConfig:
     stream_done: bool = False
     seed: int | None = None
     routes: list[str] = field(default_factory=lambda: list(CHAT_ROUTES))
+    # Answer shape for large-answer benchmarks (OpenAI-compatible route): the answer repeated N times,
+    # and stream content merged into chunks of at least this many characters (0: one word per chunk).
+    answer_repeat: int = 1
+    stream_chunk_chars: int = 0
     assistants: list[str] | None = None
 
     @classmethod

@@ -28,6 +28,9 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
+    # Answer shape settings of the run (FaultConfig.answer_repeat, FaultConfig.stream_chunk_chars).
+    answer_repeat: int = 1
+    stream_chunk_chars: int = 0
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, or the service's 400."""
@@ -201,8 +204,10 @@ def _streaming(body: dict[str, Any]) -> bool:
 
 def chat_completions(backend: Backend, request: Request) -> Response:
     answer, body = _answer(backend, request)
+    answer = answers.repeated(answer, request.answer_repeat)
     if _streaming(body):
-        return Response(200, events=answers.completion_chunks(answer, backend.citation_style))
+        chunks = answers.completion_chunks(answer, backend.citation_style, request.stream_chunk_chars)
+        return Response(200, events=chunks)
     return Response(200, answers.completion_body(answer, backend.citation_style))
 
 

@@ -50,12 +50,15 @@ class Counters:
         self._lock = threading.Lock()
         self._data: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
 
-    def record(self, route: str, assistant: str | None, status: int) -> None:
-        """Count one request."""
+    def received(self, route: str, assistant: str | None) -> None:
+        """Count a request as it arrives (a client that timed out still called the assistant)."""
         with self._lock:
-            bucket = self._data[route][assistant or "-"]
-            bucket["total"] += 1
-            bucket[str(status)] += 1
+            self._data[route][assistant or "-"]["total"] += 1
+
+    def answered(self, route: str, assistant: str | None, status: int) -> None:
+        """Count the status a request was answered with (before the client can see it)."""
+        with self._lock:
+            self._data[route][assistant or "-"][str(status)] += 1
 
     def snapshot(self) -> dict[str, Any]:
         """``{route: {assistant: {"total": n, "200": n, ...}}}``."""
@@ -90,13 +93,17 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EmulatorHTTPServer
-    # (route, assistant) of the request being served: counted when its status line is sent, so a client
-    # that has its response can rely on the counters including it.
+    # (route, assistant) of the request being served: its status is counted when the status line is sent,
+    # so a client that has its response can rely on the counters including it.
     _count_as: tuple[str, str | None] | None = None
+
+    def _count(self, route: str, assistant: str | None) -> None:
+        self.server.counters.received(route, assistant)
+        self._count_as = (route, assistant)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         if self._count_as is not None:
-            self.server.counters.record(*self._count_as, code)
+            self.server.counters.answered(*self._count_as, code)
             self._count_as = None
         super().send_response(code, message)
 
@@ -135,11 +142,14 @@ class _Handler(BaseHTTPRequestHandler):
         route, handler, params = found
         assistant = params.get("name")
         if route == "405":
-            self._count_as = (path, assistant)
+            self._count(path, assistant)
             self._send_error(InvalidArgument(f"Method {self.command} not allowed on {path}"), status=405)
             return
-        request = responses.Request(self.command, path, query, headers, body, params)
-        self._count_as = (route, assistant)
+        shape = self.server.faults.config
+        request = responses.Request(
+            self.command, path, query, headers, body, params, shape.answer_repeat, shape.stream_chunk_chars
+        )
+        self._count(route, assistant)
         self._serve(route, assistant, handler, request)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
