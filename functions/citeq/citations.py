@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from citeq.models import Citation, FileRef, ParsedContent, Reference
@@ -172,7 +172,7 @@ def _scan_plain(text: str, start: int, end: int, out: _Out) -> None:
     for found in _RUN.finditer(text, start, end):
         begin = found.start()
         before = text[begin - 1] if begin > 0 else ""
-        if before == "]" or before == "_" or before.isalnum():
+        if before in {"]", "_"} or before.isalnum():
             continue
         number, pages, more = found.group("n", "pages", "more")
         if more:
@@ -336,11 +336,11 @@ class IncrementalParser:
         if self._refs is not None:
             self._refs += chunk
             return []
-        if not self._pending and self._scan_state.fence is None and chunk and not chunk[-1].isspace():
-            if _SPECIAL.search(chunk) is None:  # the common case: a word that cannot start anything
-                self._context = chunk[-1]
-                self._length += len(chunk)
-                return [TextDelta(chunk)]
+        fast = not self._pending and self._scan_state.fence is None and chunk and not chunk[-1].isspace()
+        if fast and _SPECIAL.search(chunk) is None:  # the common case: a word that cannot start anything
+            self._context = chunk[-1]
+            self._length += len(chunk)
+            return [TextDelta(chunk)]
         self._pending += chunk
         header = _HEADER.search(self._pending)
         if header is not None:

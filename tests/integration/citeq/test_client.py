@@ -7,7 +7,6 @@ import random
 import socket
 
 import pytest
-
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import (
@@ -22,6 +21,7 @@ from citeq.errors import (
     Timeout,
 )
 from citeq.retry import RetryPolicy
+
 from infra.emulator import EmulatorServer
 from tests.helpers import ASSISTANT, Admin
 
