@@ -1,0 +1,313 @@
+"""Batch input (JSONL or CSV), its validation line by line, and submission to the store and queue.
+
+Each item: ``custom_id`` (required, unique in the batch), ``question`` or ``messages``, and optionally
+``assistant``, ``model``, ``temperature``, ``filter``, ``metadata``, ``callback_url``. In CSV, ``messages``,
+``filter`` and ``metadata`` cells hold JSON, and any other column becomes a metadata entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from citeq.errors import ValidationError
+from citeq.messages import ASSISTANT_NAME, Callback, RequestMessage
+from citeq.queue import MAX_BODY_BYTES, Queue
+from citeq.store import NewRequest, Store
+
+# A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
+MAX_QUESTION_BYTES = 200_000
+MAX_CUSTOM_ID = 256
+KNOWN = frozenset({"custom_id", "question", "messages", "assistant", "model", "temperature", "filter", "metadata",
+                   "callback_url"})
+
+
+@dataclass(frozen=True)
+class LineError:
+    """Why one input line was rejected."""
+
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class InvalidInput(ValidationError):
+    """Some input lines are invalid; ``errors`` lists every one."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        shown = "\n".join(str(e) for e in errors[:50])
+        more = f"\n... and {len(errors) - 50} more" if len(errors) > 50 else ""
+        super().__init__(f"{len(errors)} invalid line(s); nothing was submitted:\n{shown}{more}")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Item:
+    """One validated batch item."""
+
+    line: int
+    custom_id: str
+    messages: list[dict[str, str]]
+    assistant: str
+    options: dict[str, Any]
+    metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
+
+
+@dataclass
+class Parsed:
+    """Valid items in input order, and the lines that were not."""
+
+    items: list[Item] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+
+
+def _records_jsonl(text: str) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, ValidationError(f"not valid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _json_cell(value: str, name: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ValidationError(f"{name} is not valid JSON") from None
+
+
+def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "custom_id" not in reader.fieldnames:
+        yield 1, ValidationError("CSV needs a header row with a custom_id column")
+        return
+    for row in reader:
+        number = reader.line_num
+        record: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        try:
+            for key, value in row.items():
+                if key is None:
+                    raise ValidationError("row has more cells than the header")
+                if value is None or value == "":
+                    continue
+                if key in ("messages", "filter", "metadata"):
+                    record[key] = _json_cell(value, key)
+                elif key == "temperature":
+                    try:
+                        record[key] = float(value)
+                    except ValueError:
+                        raise ValidationError("temperature must be a number") from None
+                elif key in KNOWN:
+                    record[key] = value
+                else:
+                    extra[key] = value
+        except ValidationError as exc:
+            yield number, exc
+            continue
+        if extra:
+            record["metadata"] = {**extra, **(record.get("metadata") or {})}
+        yield number, record
+
+
+def _validate(number: int, record: Any, default_assistant: str | None) -> Item:
+    if not isinstance(record, dict):
+        raise ValidationError("each line must be a JSON object")
+    unknown = set(record) - KNOWN
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    custom_id = record.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id.strip():
+        raise ValidationError("custom_id is required (a non-empty string)")
+    if len(custom_id) > MAX_CUSTOM_ID:
+        raise ValidationError(f"custom_id is longer than {MAX_CUSTOM_ID} characters")
+    question, messages = record.get("question"), record.get("messages")
+    if (question is None) == (messages is None):
+        raise ValidationError("give exactly one of question or messages")
+    if question is not None:
+        if not isinstance(question, str) or not question.strip():
+            raise ValidationError("question must be a non-empty string")
+        messages = [{"role": "user", "content": question}]
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError("messages must be a non-empty list")
+    clean = []
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or not message["content"].strip():
+            raise ValidationError("every message needs non-empty string content")
+        role = message.get("role", "user")
+        if role not in ("user", "assistant", "system") or set(message) - {"role", "content"}:
+            raise ValidationError("messages hold only role (user, assistant or system) and content")
+        clean.append({"role": role, "content": message["content"]})
+    if clean[-1]["role"] != "user" and not any(m["role"] == "user" for m in clean):
+        raise ValidationError("messages need at least one user message")
+    size = len(json.dumps(clean).encode())
+    if size > MAX_QUESTION_BYTES:
+        raise ValidationError(
+            f"question is {size:,} bytes; the limit is {MAX_QUESTION_BYTES:,} (it travels in one SQS message and is "
+            "stored with its answer in one 400 KB DynamoDB item)"
+        )
+    assistant = record.get("assistant") or default_assistant
+    if not assistant:
+        raise ValidationError("no assistant: give one per line or set CITEQ_ASSISTANT")
+    if not isinstance(assistant, str) or not ASSISTANT_NAME.match(assistant):
+        raise ValidationError(f"assistant name {assistant!r} is not valid")
+    options: dict[str, Any] = {}
+    if record.get("model") is not None:
+        if not isinstance(record["model"], str):
+            raise ValidationError("model must be a string")
+        options["model"] = record["model"]
+    if record.get("temperature") is not None:
+        temperature = record["temperature"]
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            raise ValidationError("temperature must be a number from 0 to 2")
+        options["temperature"] = float(temperature)
+    if record.get("filter") is not None:
+        if not isinstance(record["filter"], dict):
+            raise ValidationError("filter must be a JSON object")
+        options["filter"] = record["filter"]
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValidationError("metadata must be a JSON object")
+    callback = record.get("callback_url")
+    if callback is not None:
+        try:
+            Callback(url=callback)
+        except ValueError:
+            raise ValidationError("callback_url must be an http(s) URL") from None
+    return Item(number, custom_id, clean, assistant, options, metadata, callback)
+
+
+def parse(text: str, *, fmt: str, default_assistant: str | None) -> Parsed:
+    """Validate every line; duplicates of a custom_id are errors on the later lines."""
+    records = _records_csv(text) if fmt == "csv" else _records_jsonl(text)
+    parsed = Parsed()
+    seen: dict[str, int] = {}
+    for number, record in records:
+        try:
+            if isinstance(record, ValidationError):
+                raise record
+            item = _validate(number, record, default_assistant)
+            if item.custom_id in seen:
+                raise ValidationError(f"custom_id {item.custom_id!r} already used on line {seen[item.custom_id]}")
+            seen[item.custom_id] = number
+            parsed.items.append(item)
+        except ValidationError as exc:
+            parsed.errors.append(LineError(number, exc.reason))
+    if not parsed.items and not parsed.errors:
+        parsed.errors.append(LineError(1, "the input has no items"))
+    return parsed
+
+
+def read(path: str | Path, *, fmt: str | None = None, default_assistant: str | None = None) -> Parsed:
+    """Read and validate a JSONL or CSV file (format from ``fmt`` or the extension)."""
+    path = Path(path)
+    fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read {path}: {exc}") from None
+    return parse(text, fmt=fmt, default_assistant=default_assistant)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a submission did."""
+
+    batch_id: str
+    total: int
+    enqueued: int
+    skipped: list[LineError]
+    reused: bool = False
+
+
+def new_batch_id(clock: Callable[[], float] = time.time) -> str:
+    """Time-ordered, unique: ``b_<ms since epoch, hex>_<random>``."""
+    return f"b_{int(clock() * 1000):011x}{secrets.token_hex(4)}"
+
+
+def request_id(batch_id: str, seq: int) -> str:
+    """A batch item's request id, derived so a resumed submission names the same requests."""
+    return f"{batch_id}-{seq:06d}"
+
+
+def _fingerprint(items: Iterable[Item]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps([item.custom_id, item.messages, item.assistant, item.options, item.metadata,
+                                  item.callback_url], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def message_for(batch_id: str, seq: int, item: Item) -> RequestMessage:
+    """The queue message of one batch item."""
+    return RequestMessage.model_validate({
+        "request_id": request_id(batch_id, seq), "batch_id": batch_id, "custom_id": item.custom_id, "seq": seq,
+        "assistant": item.assistant, "messages": item.messages, "options": item.options,
+        "callback": {"url": item.callback_url} if item.callback_url else None,
+    })
+
+
+def submit(
+    parsed: Parsed,
+    *,
+    store: Store,
+    queue: Queue,
+    idempotency_key: str | None = None,
+    skip_invalid: bool = False,
+    source: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Submitted:
+    """Create the batch, store its items as queued, then send them (10 per SendMessageBatch call).
+
+    With an ``idempotency_key`` already used for the same input, returns that batch and enqueues nothing
+    (or, if that submission was cut short, finishes sending it).
+    """
+    if parsed.errors and not skip_invalid:
+        raise InvalidInput(parsed.errors)
+    if not parsed.items:
+        raise InvalidInput(parsed.errors or [LineError(1, "the input has no items")])
+    items = parsed.items
+    batch_id = new_batch_id(clock)
+    fingerprint = _fingerprint(items)
+    key = f"{idempotency_key}:{fingerprint}" if idempotency_key else None
+    if idempotency_key:
+        claimed = store.claim_idempotency_key(idempotency_key, batch_id)
+        if claimed != batch_id:
+            batch_id = claimed
+            existing = store.get_batch(batch_id)
+            if existing is not None and existing.idempotency_key != key:
+                raise ValidationError(f"idempotency key {idempotency_key!r} was used for a different input")
+            if existing is not None and existing.state == "submitted":
+                return Submitted(batch_id, existing.total, 0, parsed.errors, reused=True)
+    bodies = []
+    requests = []
+    for seq, item in enumerate(items, start=1):
+        message = message_for(batch_id, seq, item)
+        body = message.body()
+        if len(body.encode()) > MAX_BODY_BYTES:
+            raise ValidationError(f"line {item.line}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
+        bodies.append((message.request_id, body))
+        requests.append(NewRequest(
+            request_id=message.request_id, assistant=item.assistant, messages=item.messages, options=item.options,
+            batch_id=batch_id, custom_id=item.custom_id, seq=seq, metadata=item.metadata,
+            callback={"url": item.callback_url} if item.callback_url else None,
+        ))
+    if store.get_batch(batch_id) is None:
+        store.create_batch(batch_id, len(items), source=source, idempotency_key=key)
+    store.put_requests(requests)
+    queue.send(bodies)
+    store.mark_batch_submitted(batch_id)
+    return Submitted(batch_id, len(items), len(bodies), parsed.errors, reused=False)

@@ -1,0 +1,497 @@
+"""DynamoDB store of requests, their answers and batch counters (one table; design in README).
+
+Keys (``pk``/``sk``) and the one index (``gsi1``, projection ALL):
+
+    request     pk=REQ#<request_id>   sk=REQ    gsi1pk=BATCH#<batch_id>  gsi1sk=<seq, 8 digits>
+    batch       pk=BATCH#<batch_id>   sk=META   (total, state, c_<status> counters)
+    idem key    pk=IDEM#<key>         sk=IDEM   (batch_id)
+
+Every status change is one TransactWriteItems: the request's update, conditioned on the status it is
+leaving (and, for a running request, on the lease of the attempt making the change), plus the batch
+counters moved by one. So counters always sum to the total, and no older attempt overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from citeq.errors import ItemTooLarge, StoreError
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# DynamoDB items are at most 400 KB; keep headroom for keys, names and the error.
+ITEM_BUDGET = 390_000
+# Answers larger than this (as JSON) are stored gzip-compressed.
+COMPRESS_ABOVE = 100_000
+GSI = "gsi1"
+
+Attr = dict[str, Any]
+
+
+def now_iso(ts: float) -> str:
+    """RFC 3339, milliseconds, UTC."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _s(value: str) -> Attr:
+    return {"S": value}
+
+
+def _n(value: float) -> Attr:
+    return {"N": str(value)}
+
+
+def _j(value: Any) -> Attr:
+    return {"S": json.dumps(value, separators=(",", ":"))}
+
+
+def _get_s(item: dict[str, Attr], name: str) -> str | None:
+    value = item.get(name)
+    return value["S"] if value and "S" in value else None
+
+
+def _get_n(item: dict[str, Attr], name: str) -> int | None:
+    value = item.get(name)
+    return int(float(value["N"])) if value and "N" in value else None
+
+
+def _get_j(item: dict[str, Attr], name: str) -> Any:
+    raw = _get_s(item, name)
+    return json.loads(raw) if raw is not None else None
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A request to be stored as queued."""
+
+    request_id: str
+    assistant: str
+    messages: list[dict[str, str]]
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_id: str | None = None
+    custom_id: str | None = None
+    seq: int | None = None
+    metadata: dict[str, Any] | None = None
+    callback: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RequestItem:
+    """A stored request and, once answered, its result."""
+
+    request_id: str
+    status: str
+    assistant: str
+    messages: list[dict[str, str]]
+    options: dict[str, Any]
+    batch_id: str | None = None
+    custom_id: str | None = None
+    seq: int | None = None
+    metadata: dict[str, Any] | None = None
+    callback: dict[str, Any] | None = None
+    attempts: int = 0
+    lease: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    latency_ms: int | None = None
+    answer: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Attr]) -> RequestItem:
+        """From a DynamoDB item."""
+        answer = None
+        if "answer_gz" in item:
+            answer = json.loads(gzip.decompress(item["answer_gz"]["B"]))
+        elif "answer" in item:
+            answer = _get_j(item, "answer")
+        return cls(
+            request_id=_get_s(item, "request_id") or "",
+            status=_get_s(item, "status") or "queued",
+            assistant=_get_s(item, "assistant") or "",
+            messages=_get_j(item, "messages") or [],
+            options=_get_j(item, "options") or {},
+            batch_id=_get_s(item, "batch_id"),
+            custom_id=_get_s(item, "custom_id"),
+            seq=_get_n(item, "seq"),
+            metadata=_get_j(item, "metadata"),
+            callback=_get_j(item, "callback"),
+            attempts=_get_n(item, "attempts") or 0,
+            lease=_get_s(item, "lease"),
+            created_at=_get_s(item, "created_at"),
+            updated_at=_get_s(item, "updated_at"),
+            started_at=_get_s(item, "started_at"),
+            finished_at=_get_s(item, "finished_at"),
+            latency_ms=_get_n(item, "latency_ms"),
+            answer=answer,
+            error=_get_j(item, "error"),
+            deliveries=[json.loads(d["S"]) for d in item.get("deliveries", {}).get("L", [])],
+        )
+
+    @property
+    def question(self) -> str:
+        """The last user message."""
+        users = [m["content"] for m in self.messages if m.get("role", "user") == "user"]
+        return users[-1] if users else ""
+
+    def result(self) -> dict[str, Any]:
+        """The export / API shape of one result."""
+        return {
+            "custom_id": self.custom_id,
+            "request_id": self.request_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+            "answer": self.answer,
+        }
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A batch's record."""
+
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    state: str
+    created_at: str
+    created_ts: float
+    source: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def finished(self) -> int:
+        """Requests in a terminal status."""
+        return sum(self.counts[s] for s in TERMINAL)
+
+    @property
+    def done(self) -> bool:
+        """Whether every request has ended."""
+        return self.finished >= self.total
+
+
+def _answer_attrs(answer: dict[str, Any], budget: int) -> dict[str, Attr]:
+    """The answer as a JSON string, or gzip-compressed when large; ItemTooLarge when even that won't fit."""
+    raw = json.dumps(answer, separators=(",", ":")).encode()
+    if len(raw) <= min(COMPRESS_ABOVE, budget):
+        return {"answer": {"S": raw.decode()}}
+    packed = gzip.compress(raw, compresslevel=6)
+    if len(packed) > budget:
+        raise ItemTooLarge(
+            f"answer is {len(raw)} bytes ({len(packed)} compressed); more than the {budget} bytes a DynamoDB "
+            "item has left for it"
+        )
+    return {"answer_gz": {"B": packed}}
+
+
+class Store:
+    """Owns every DynamoDB call; ``ClientError`` never leaves this class."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Any = None,
+        clock: Callable[[], float] = time.time,
+        ttl_days: int = 30,
+    ) -> None:
+        self.table = table
+        self.client: Any = client or boto3.client(
+            "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+        )
+        self.clock = clock
+        self.ttl_seconds = ttl_days * 86400
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StoreError(f"DynamoDB {operation} failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB {operation} failed: {type(exc).__name__}") from exc
+
+    def _expires(self) -> Attr:
+        return _n(int(self.clock()) + self.ttl_seconds)
+
+    # ------------------------------------------------------------------ batches
+    def claim_idempotency_key(self, key: str, batch_id: str) -> str:
+        """Bind ``key`` to ``batch_id``; if it was bound before, return that earlier batch id."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM"), "batch_id": _s(batch_id), "expires_at": self._expires()},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return batch_id
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise StoreError("DynamoDB put_item failed") from exc
+        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")},
+                           ConsistentRead=True)
+        return str(found["Item"]["batch_id"]["S"])
+
+    def create_batch(self, batch_id: str, total: int, *, source: str | None, idempotency_key: str | None) -> None:
+        """Write the batch record with every request counted as queued."""
+        ts = self.clock()
+        item: dict[str, Attr] = {
+            "pk": _s(f"BATCH#{batch_id}"), "sk": _s("META"), "batch_id": _s(batch_id), "total": _n(total),
+            "state": _s("submitting"), "created_at": _s(now_iso(ts)), "created_ts": _n(ts),
+            "expires_at": self._expires(),
+            **{f"c_{status}": _n(total if status == "queued" else 0) for status in STATUSES},
+        }
+        if source:
+            item["source"] = _s(source)
+        if idempotency_key:
+            item["idempotency_key"] = _s(idempotency_key)
+        self._call("put_item", TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+
+    def mark_batch_submitted(self, batch_id: str) -> None:
+        """Every request of the batch has been sent to the queue."""
+        self._call(
+            "update_item", TableName=self.table, Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")},
+            UpdateExpression="SET #st = :s", ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues={":s": _s("submitted")},
+        )
+
+    def get_batch(self, batch_id: str) -> BatchInfo | None:
+        """A batch's record and counters (strongly consistent)."""
+        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")},
+                           ConsistentRead=True)
+        item = found.get("Item")
+        if not item:
+            return None
+        return BatchInfo(
+            batch_id=batch_id,
+            total=_get_n(item, "total") or 0,
+            counts={status: _get_n(item, f"c_{status}") or 0 for status in STATUSES},
+            state=_get_s(item, "state") or "submitted",
+            created_at=_get_s(item, "created_at") or "",
+            created_ts=float(item["created_ts"]["N"]),
+            source=_get_s(item, "source"),
+            idempotency_key=_get_s(item, "idempotency_key"),
+        )
+
+    # ------------------------------------------------------------------ requests
+    def _request_item(self, request: NewRequest, ts: float) -> dict[str, Attr]:
+        item: dict[str, Attr] = {
+            "pk": _s(f"REQ#{request.request_id}"), "sk": _s("REQ"), "request_id": _s(request.request_id),
+            "status": _s("queued"), "assistant": _s(request.assistant), "messages": _j(request.messages),
+            "options": _j(request.options), "attempts": _n(0), "created_at": _s(now_iso(ts)),
+            "updated_at": _s(now_iso(ts)), "expires_at": self._expires(),
+        }
+        if request.batch_id is not None and request.seq is not None:
+            item["batch_id"] = _s(request.batch_id)
+            item["seq"] = _n(request.seq)
+            item["gsi1pk"] = _s(f"BATCH#{request.batch_id}")
+            item["gsi1sk"] = _s(f"{request.seq:08d}")
+        if request.custom_id is not None:
+            item["custom_id"] = _s(request.custom_id)
+        if request.metadata:
+            item["metadata"] = _j(request.metadata)
+        if request.callback:
+            item["callback"] = _j(request.callback)
+        return item
+
+    def put_request(self, request: NewRequest) -> bool:
+        """Store one queued request; False if that request id exists already (nothing changed)."""
+        try:
+            self.client.put_item(TableName=self.table, Item=self._request_item(request, self.clock()),
+                                 ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError("DynamoDB put_item failed") from exc
+
+    def put_requests(self, requests: Sequence[NewRequest], *, workers: int = 8) -> None:
+        """Store queued requests that do not exist yet (BatchWriteItem, 25 a call, in parallel)."""
+        existing = self.existing(r.request_id for r in requests)
+        ts = self.clock()
+        items = [self._request_item(r, ts) for r in requests if r.request_id not in existing]
+        chunks = [items[i : i + 25] for i in range(0, len(items), 25)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(self._write_chunk, chunks))
+
+    def _write_chunk(self, items: list[dict[str, Attr]]) -> None:
+        pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
+        for attempt in range(8):
+            if not pending:
+                return
+            result = self._call("batch_write_item", RequestItems={self.table: pending})
+            pending = result.get("UnprocessedItems", {}).get(self.table, [])
+            if pending:
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise StoreError(f"DynamoDB kept {len(pending)} writes unprocessed")
+
+    def existing(self, request_ids: Iterator[str] | Sequence[str]) -> set[str]:
+        """Which of these request ids are stored (BatchGetItem, 100 keys a call)."""
+        ids = list(request_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), 100):
+            keys: list[dict[str, Attr]] = [{"pk": _s(f"REQ#{i}"), "sk": _s("REQ")} for i in ids[start : start + 100]]
+            while keys:
+                result = self._call("batch_get_item", RequestItems={
+                    self.table: {"Keys": keys, "ProjectionExpression": "request_id", "ConsistentRead": True}
+                })
+                found.update(i["request_id"]["S"] for i in result.get("Responses", {}).get(self.table, []))
+                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return found
+
+    def get(self, request_id: str) -> RequestItem | None:
+        """One request (strongly consistent)."""
+        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
+                           ConsistentRead=True)
+        item = found.get("Item")
+        return RequestItem.from_item(item) if item else None
+
+    def _transition(
+        self,
+        item: RequestItem,
+        to: str,
+        sets: dict[str, Attr],
+        *,
+        lease: str | None = None,
+        remove: Sequence[str] = (),
+    ) -> bool:
+        """Move ``item`` from its current status to ``to`` atomically with its batch's counters.
+
+        False when the item is no longer in the status (or lease) this caller saw: someone else moved it.
+        """
+        ts = self.clock()
+        values: dict[str, Attr] = {":to": _s(to), ":from": _s(item.status), ":now": _s(now_iso(ts))}
+        names = {"#st": "status"}
+        assignments = ["#st = :to", "updated_at = :now"]
+        for index, (name, value) in enumerate(sets.items()):
+            names[f"#a{index}"] = name
+            values[f":v{index}"] = value
+            assignments.append(f"#a{index} = :v{index}")
+        condition = "#st = :from"
+        if lease is not None:
+            condition += " AND #lease = :lease"
+            names["#lease"] = "lease"
+            values[":lease"] = _s(lease)
+        expression = "SET " + ", ".join(assignments)
+        if remove:
+            for index, name in enumerate(remove):
+                names[f"#r{index}"] = name
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        update: dict[str, Any] = {
+            "TableName": self.table, "Key": {"pk": _s(f"REQ#{item.request_id}"), "sk": _s("REQ")},
+            "UpdateExpression": expression, "ConditionExpression": condition,
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+        }
+        actions: list[dict[str, Any]] = [{"Update": update}]
+        if item.batch_id and item.status != to:
+            actions.append({"Update": {
+                "TableName": self.table, "Key": {"pk": _s(f"BATCH#{item.batch_id}"), "sk": _s("META")},
+                "UpdateExpression": "ADD #from :minus, #to :plus",
+                "ExpressionAttributeNames": {"#from": f"c_{item.status}", "#to": f"c_{to}"},
+                "ExpressionAttributeValues": {":minus": _n(-1), ":plus": _n(1)},
+            }})
+        try:
+            if len(actions) == 1:
+                self.client.update_item(**update)
+            else:
+                self.client.transact_write_items(TransactItems=actions)
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                return False
+            if code == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False
+            raise StoreError(f"DynamoDB status change to {to} failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
+
+    def start(self, item: RequestItem) -> RequestItem | None:
+        """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved."""
+        if item.status in TERMINAL:
+            return None
+        lease = secrets.token_hex(8)
+        ts = self.clock()
+        attempts = item.attempts + 1
+        sets = {"lease": _s(lease), "attempts": _n(attempts), "started_at": _s(now_iso(ts))}
+        if not self._transition(item, "running", sets, lease=item.lease if item.status == "running" else None):
+            return None
+        return RequestItem(**{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts,
+                              "started_at": now_iso(ts)})
+
+    def _answer_budget(self, item: RequestItem) -> int:
+        used = len(json.dumps(item.messages)) + len(json.dumps(item.options)) + len(json.dumps(item.metadata or {}))
+        return ITEM_BUDGET - used - 4_000
+
+    def succeed(self, item: RequestItem, answer: dict[str, Any], latency_ms: int) -> bool:
+        """Record the answer; False if this attempt's lease was taken over (its result is dropped)."""
+        sets = {**_answer_attrs(answer, self._answer_budget(item)), "latency_ms": _n(latency_ms),
+                "finished_at": _s(now_iso(self.clock()))}
+        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"] if item.error else ())
+
+    def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
+        """Record a final failure with its reason."""
+        sets = {"error": _j(error), "finished_at": _s(now_iso(self.clock()))}
+        if latency_ms is not None:
+            sets["latency_ms"] = _n(latency_ms)
+        return self._transition(item, "failed", sets, lease=item.lease if item.status == "running" else None)
+
+    def requeue(self, item: RequestItem, error: dict[str, Any]) -> bool:
+        """Hand a running request back to the queue after a retryable error (the error is kept)."""
+        return self._transition(item, "queued", {"error": _j(error)}, lease=item.lease)
+
+    def cancel(self, item: RequestItem) -> bool:
+        """Cancel a queued request."""
+        return item.status == "queued" and self._transition(item, "cancelled", {"finished_at": _s(now_iso(self.clock()))})
+
+    def reset(self, item: RequestItem) -> bool:
+        """Put a failed (or cancelled) request back to queued for another try."""
+        return item.status in ("failed", "cancelled") and self._transition(item, "queued", {}, remove=["finished_at"])
+
+    def record_delivery(self, request_id: str, delivery: dict[str, Any]) -> None:
+        """Append one callback delivery attempt to the request."""
+        self._call(
+            "update_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
+            UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :empty), :d)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":d": {"L": [_j(delivery)]}, ":empty": {"L": []}},
+        )
+
+    def page(self, batch_id: str, limit: int = 100, start: dict[str, Attr] | None = None
+             ) -> tuple[list[RequestItem], dict[str, Attr] | None]:
+        """One page of a batch's requests in input order, and the key to continue from."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": GSI, "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": _s(f"BATCH#{batch_id}")}, "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        result = self._call("query", **kwargs)
+        return [RequestItem.from_item(i) for i in result.get("Items", [])], result.get("LastEvaluatedKey")
+
+    def iter_batch(self, batch_id: str, page_size: int = 200) -> Iterator[RequestItem]:
+        """Every request of a batch, in input order."""
+        start: dict[str, Attr] | None = None
+        while True:
+            items, start = self.page(batch_id, page_size, start)
+            yield from items
+            if not start:
+                return
+

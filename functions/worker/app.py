@@ -1,0 +1,113 @@
+"""SQS-triggered worker: glue between Powertools and ``citeq.worker``.
+
+Records of one invocation are processed concurrently (``CITEQ_WORKER_CONCURRENCY`` threads), so a batch
+costs about its slowest answer. Each request runs under Powertools idempotency keyed on its request id
+(and retry generation); failures are reported per record (``batchItemFailures``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from citeq.client import AssistantClient
+from citeq.config import Settings
+from citeq.messages import RequestMessage
+from citeq.queue import Queue
+from citeq.store import Store
+from citeq.worker import Delivery, RetryLater, Worker, deadline_from
+
+logger = Logger(service="citeq-worker")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Citeq"), service="citeq-worker")
+settings = Settings.from_env()
+settings.require("table", "queue_url", "api_key")
+CONCURRENCY = int(os.environ.get("CITEQ_WORKER_CONCURRENCY", "10"))
+MAX_RECEIVES = int(os.environ.get("CITEQ_MAX_RECEIVES", "6"))
+# A redelivery of a request that is still being answered comes back after this many seconds.
+IN_PROGRESS_DELAY = 30
+
+
+class _Metrics:
+    """Powertools Metrics behind a lock: records are processed on several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def metric(self, name: str, unit: str, value: float) -> None:
+        with self._lock:
+            metrics.add_metric(name=name, unit=unit, value=value)
+
+
+store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
+queue = Queue(settings.queue_url or "", dlq_url=settings.dlq_url)
+worker = Worker(store, AssistantClient(settings), queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
+executor = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="citeq-record")
+idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
+persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""))
+
+
+# Powertools' decorator is untyped; the wrapped signature is unchanged.
+@idempotent_function(  # type: ignore[untyped-decorator]
+    data_keyword_argument="request", config=idempotency, persistence_store=persistence
+)
+def answer_once(
+    request: dict[str, Any], message: RequestMessage, delivery: Delivery, deadline: float
+) -> dict[str, Any]:
+    """Answer a request unless this request (and generation) was answered before."""
+    return worker.answer(message, delivery, deadline)
+
+
+def handle_record(record: SQSRecord, deadline: float) -> dict[str, Any]:
+    """One record, on a worker thread."""
+    parsed = SqsRecordModel.model_validate(record.raw_event)
+    delivery = Delivery(
+        parsed.messageId, str(parsed.body), int(parsed.attributes.ApproximateReceiveCount), parsed.receiptHandle
+    )
+    message = worker.decode(delivery)
+    if message is None:
+        return {"message_id": delivery.message_id, "status": "malformed"}
+    logger.thread_safe_append_keys(correlation_id=message.request_id, batch_id=message.batch_id)
+    try:
+        summary: dict[str, Any] = answer_once(
+            request={"key": message.idempotency_key}, message=message, delivery=delivery, deadline=deadline
+        )
+        return summary
+    except RetryLater as retry:
+        worker.hand_back(delivery, retry)
+        raise
+    except IdempotencyAlreadyInProgressError:
+        worker.hand_back(delivery, RetryLater("already being answered", IN_PROGRESS_DELAY))
+        raise
+    finally:
+        logger.thread_safe_remove_keys(["correlation_id", "batch_id"])
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Process an SQS batch; returns ``{"batchItemFailures": [...]}``."""
+    idempotency.register_lambda_context(context)
+    deadline = deadline_from(context.get_remaining_time_in_millis())
+
+    async def record_handler(record: SQSRecord) -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(executor, handle_record, record, deadline)
+
+    return dict(async_process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    ))

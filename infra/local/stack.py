@@ -1,0 +1,180 @@
+"""The whole of citeq on one machine: moto on 127.0.0.1 (queues and tables created from template.yaml's own
+definitions), the assistant emulator with the sample documents, and the worker fed by a poller that follows
+Lambda's SQS event-source semantics."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+
+from infra.emulator import Backend, EmulatorServer, FaultConfig
+from infra.local.poller import Poller
+from infra.local.template import TEMPLATE, load, local_resources, worker_settings
+
+SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "samples" / "docs"
+REGION = "us-east-1"
+STACK_NAME = "citeq-local"
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+class LocalStack:
+    """Start with ``start()`` (or as a context manager); ``env`` holds the variables that point at it."""
+
+    def __init__(
+        self,
+        *,
+        docs: Path | None = SAMPLE_DOCS,
+        assistant: str = "citeq-demo",
+        faults: FaultConfig | None = None,
+        poll: bool = True,
+        template: Path = TEMPLATE,
+        worker_env: dict[str, str] | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.docs = docs
+        self.assistant = assistant
+        self.faults = faults
+        self.poll = poll
+        self.template = load(template)
+        self.settings = worker_settings(self.template)
+        self.worker_env = worker_env or {}
+        self.max_concurrency = max_concurrency or self.settings.max_concurrency
+        self.env: dict[str, str] = {}
+        self.resources: dict[str, str] = {}
+        self.poller: Poller | None = None
+        self.worker: ModuleType | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._moto: Any = None
+        self.emulator: EmulatorServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> LocalStack:
+        """Start moto, create the resources, start the emulator and the worker poller."""
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint})
+        self._create_resources()
+        backend = Backend()
+        self.emulator = EmulatorServer(backend, faults=self.faults).start()
+        if self.docs:
+            backend.load_directory(self.assistant, self.docs)
+        else:
+            backend.ensure_assistant(self.assistant)
+        self._set_env({
+            "CITEQ_TABLE": self.resources["ResultsTable"],
+            "CITEQ_IDEMPOTENCY_TABLE": self.resources["IdempotencyTable"],
+            "CITEQ_QUEUE_URL": self.resources["RequestsQueue"],
+            "CITEQ_DLQ_URL": self.resources["RequestsDeadLetterQueue"],
+            "CITEQ_ASSISTANT": self.assistant,
+            "CITEQ_PINECONE_HOST": self.emulator.url,
+            "PINECONE_API_KEY": self.emulator.api_key,
+            "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "1"),
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            **{k: str(v) for k, v in self.settings.environment.items() if isinstance(v, str | int)},
+            **self.worker_env,
+        })
+        self.worker = self._load_worker()
+        if self.poll:
+            self.start_poller()
+        return self
+
+    def start_poller(self) -> Poller:
+        """Start feeding the worker (call after ``start(poll=False)`` to control when work begins)."""
+        assert self.worker is not None
+        sqs = boto3.client("sqs", region_name=REGION)
+        arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.poller = Poller(
+            sqs, self.queue_url, arn, self.worker.lambda_handler,
+            batch_size=self.settings.batch_size, window=self.settings.window,
+            max_concurrency=self.max_concurrency, timeout=self.settings.timeout, region=REGION,
+        ).start()
+        return self.poller
+
+    def stop(self) -> None:
+        """Stop everything and restore the environment."""
+        if self.poller:
+            self.poller.stop()
+        if self.emulator:
+            self.emulator.stop()
+        if self._moto:
+            self._moto.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ pieces
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+            self.env[name] = value
+
+    def _create_resources(self) -> None:
+        """Create the template's own queue and table definitions in moto through CloudFormation."""
+        cfn = boto3.client("cloudformation", region_name=REGION)
+        body = local_resources(self.template)
+        cfn.create_stack(StackName=STACK_NAME, TemplateBody=json.dumps(body))
+        for resource in cfn.describe_stack_resources(StackName=STACK_NAME)["StackResources"]:
+            self.resources[resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        # moto's CloudFormation does not apply TimeToLiveSpecification; apply it as written.
+        for name, resource in body["Resources"].items():
+            ttl = resource["Properties"].get("TimeToLiveSpecification")
+            if resource["Type"] == "AWS::DynamoDB::Table" and ttl:
+                dynamodb.update_time_to_live(TableName=self.resources[name], TimeToLiveSpecification=ttl)
+
+    def _load_worker(self) -> ModuleType:
+        """Import (or re-import, after the environment changed) the worker's Lambda module."""
+        if "worker.app" in sys.modules:
+            return importlib.reload(sys.modules["worker.app"])
+        return importlib.import_module("worker.app")
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def queue_url(self) -> str:
+        """The requests queue."""
+        return self.resources["RequestsQueue"]
+
+    @property
+    def dlq_url(self) -> str:
+        """The dead-letter queue."""
+        return self.resources["RequestsDeadLetterQueue"]
+
+    @property
+    def table(self) -> str:
+        """The results table."""
+        return self.resources["ResultsTable"]
+
+    def exports(self) -> str:
+        """Shell ``export`` lines for the variables that point at this stack."""
+        keys = ["AWS_ENDPOINT_URL", *FAKE_AWS, "CITEQ_TABLE", "CITEQ_QUEUE_URL", "CITEQ_DLQ_URL",
+                "CITEQ_ASSISTANT", "CITEQ_PINECONE_HOST", "PINECONE_API_KEY"]
+        return "\n".join(f"export {k}={self.env[k]}" for k in keys if k in self.env)
