@@ -21,13 +21,14 @@ from typing import Any
 from citeq.errors import ValidationError
 from citeq.messages import ASSISTANT_NAME, Callback, RequestMessage
 from citeq.queue import MAX_BODY_BYTES, Queue
-from citeq.store import NewRequest, Store
+from citeq.store import NewRequest, RequestItem, Store
 
 # A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
 MAX_QUESTION_BYTES = 200_000
 MAX_CUSTOM_ID = 256
-KNOWN = frozenset({"custom_id", "question", "messages", "assistant", "model", "temperature", "filter", "metadata",
-                   "callback_url"})
+KNOWN = frozenset(
+    {"custom_id", "question", "messages", "assistant", "model", "temperature", "filter", "metadata", "callback_url"}
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,11 @@ def _validate(number: int, record: Any, default_assistant: str | None) -> Item:
         raise ValidationError("messages must be a non-empty list")
     clean = []
     for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or not message["content"].strip():
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("content"), str)
+            or not message["content"].strip()
+        ):
             raise ValidationError("every message needs non-empty string content")
         role = message.get("role", "user")
         if role not in ("user", "assistant", "system") or set(message) - {"role", "content"}:
@@ -246,18 +251,29 @@ def request_id(batch_id: str, seq: int) -> str:
 def _fingerprint(items: Iterable[Item]) -> str:
     digest = hashlib.sha256()
     for item in items:
-        digest.update(json.dumps([item.custom_id, item.messages, item.assistant, item.options, item.metadata,
-                                  item.callback_url], sort_keys=True).encode())
+        digest.update(
+            json.dumps(
+                [item.custom_id, item.messages, item.assistant, item.options, item.metadata, item.callback_url],
+                sort_keys=True,
+            ).encode()
+        )
     return digest.hexdigest()
 
 
 def message_for(batch_id: str, seq: int, item: Item) -> RequestMessage:
     """The queue message of one batch item."""
-    return RequestMessage.model_validate({
-        "request_id": request_id(batch_id, seq), "batch_id": batch_id, "custom_id": item.custom_id, "seq": seq,
-        "assistant": item.assistant, "messages": item.messages, "options": item.options,
-        "callback": {"url": item.callback_url} if item.callback_url else None,
-    })
+    return RequestMessage.model_validate(
+        {
+            "request_id": request_id(batch_id, seq),
+            "batch_id": batch_id,
+            "custom_id": item.custom_id,
+            "seq": seq,
+            "assistant": item.assistant,
+            "messages": item.messages,
+            "options": item.options,
+            "callback": {"url": item.callback_url} if item.callback_url else None,
+        }
+    )
 
 
 def submit(
@@ -300,14 +316,58 @@ def submit(
         if len(body.encode()) > MAX_BODY_BYTES:
             raise ValidationError(f"line {item.line}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
         bodies.append((message.request_id, body))
-        requests.append(NewRequest(
-            request_id=message.request_id, assistant=item.assistant, messages=item.messages, options=item.options,
-            batch_id=batch_id, custom_id=item.custom_id, seq=seq, metadata=item.metadata,
-            callback={"url": item.callback_url} if item.callback_url else None,
-        ))
+        requests.append(
+            NewRequest(
+                request_id=message.request_id,
+                assistant=item.assistant,
+                messages=item.messages,
+                options=item.options,
+                batch_id=batch_id,
+                custom_id=item.custom_id,
+                seq=seq,
+                metadata=item.metadata,
+                callback={"url": item.callback_url} if item.callback_url else None,
+            )
+        )
     if store.get_batch(batch_id) is None:
         store.create_batch(batch_id, len(items), source=source, idempotency_key=key)
     store.put_requests(requests)
     queue.send(bodies)
     store.mark_batch_submitted(batch_id)
     return Submitted(batch_id, len(items), len(bodies), parsed.errors, reused=False)
+
+
+def retry_failed(batch_id: str, *, store: Store, queue: Queue) -> int:
+    """Put every failed request of a batch back on the queue (a new retry generation); returns how many."""
+    bodies = []
+    for item in store.iter_batch(batch_id):
+        if item.status != "failed":
+            continue
+        reset = store.reset(item)
+        if reset is not None:
+            bodies.append((reset.request_id, message_from_item(reset).body()))
+    if bodies:
+        queue.send(bodies)
+    return len(bodies)
+
+
+def cancel(batch_id: str, *, store: Store) -> int:
+    """Cancel every request of a batch still queued (the worker skips them); returns how many."""
+    return sum(1 for item in store.iter_batch(batch_id) if item.status == "queued" and store.cancel(item))
+
+
+def message_from_item(item: RequestItem) -> RequestMessage:
+    """The queue message for a stored request (used to send it again)."""
+    return RequestMessage.model_validate(
+        {
+            "request_id": item.request_id,
+            "batch_id": item.batch_id,
+            "custom_id": item.custom_id,
+            "seq": item.seq,
+            "assistant": item.assistant,
+            "messages": item.messages,
+            "options": item.options,
+            "callback": item.callback,
+            "generation": item.generation,
+        }
+    )

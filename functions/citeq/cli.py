@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from citeq import batch, dlq, export
 from citeq.citations import MarkerFound, TextDelta
 from citeq.client import AssistantClient
 from citeq.config import Settings
@@ -20,10 +23,14 @@ from citeq.errors import (
     CiteqError,
     ConfigurationError,
     NotFoundError,
+    StoreError,
     TransportError,
     ValidationError,
 )
 from citeq.models import Answer, Citation
+from citeq.progress import Progress
+from citeq.queue import Queue
+from citeq.store import BatchInfo, Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
 
@@ -45,6 +52,24 @@ class Factory:
         """An assistant client."""
         self.settings.require("api_key")
         return AssistantClient(self.settings)
+
+    def store(self) -> Store:
+        """The DynamoDB store."""
+        self.settings.require("table")
+        return Store(self.settings.table or "", ttl_days=self.settings.result_ttl_days)
+
+    def queue(self) -> Queue:
+        """The SQS queue (and DLQ)."""
+        self.settings.require("queue_url")
+        return Queue(self.settings.queue_url or "", dlq_url=self.settings.dlq_url)
+
+    def clock(self) -> float:
+        """Wall-clock seconds."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait (tests pass a factory whose sleep does not)."""
+        time.sleep(seconds)
 
 
 def _footnotes(citations: Sequence[Citation]) -> list[str]:
@@ -109,6 +134,131 @@ def _ask(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _batch(factory: Factory, batch_id: str) -> BatchInfo:
+    info = factory.store().get_batch(batch_id)
+    if info is None:
+        raise ValidationError(f"no batch {batch_id!r}")
+    return info
+
+
+def _submit(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    parsed = batch.read(args.file, fmt=args.format, default_assistant=args.assistant or factory.settings.assistant)
+    result = batch.submit(
+        parsed,
+        store=factory.store(),
+        queue=factory.queue(),
+        idempotency_key=args.idempotency_key,
+        skip_invalid=args.skip_invalid,
+        source=os.path.basename(args.file),
+    )
+    for error in result.skipped:
+        out.write(f"skipped {error}\n")
+    if result.reused:
+        out.write(f"{result.batch_id}\n(already submitted with this idempotency key: nothing enqueued)\n")
+    else:
+        out.write(f"{result.batch_id}\nsubmitted {result.enqueued} requests\n")
+    if args.wait:
+        return _wait_for(result.batch_id, factory, out, interval=2.0, timeout=None)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    info = _batch(factory, args.batch_id)
+    view = Progress(info, factory.clock() - info.created_ts)
+    if args.json:
+        out.write(
+            json.dumps(
+                {
+                    "batch_id": info.batch_id,
+                    "state": info.state,
+                    "total": info.total,
+                    "counts": info.counts,
+                    "rate_per_s": round(view.rate, 3),
+                    "eta_s": view.eta,
+                }
+            )
+            + "\n"
+        )
+    else:
+        out.write(view.summary() + "\n")
+    return EXIT_OK
+
+
+def _wait_for(batch_id: str, factory: Factory, out: TextIO, *, interval: float, timeout: float | None) -> int:
+    started = factory.clock()
+    tty = out.isatty()
+    last = ""
+    while True:
+        info = _batch(factory, batch_id)
+        line = Progress(info, factory.clock() - info.created_ts).bar()
+        if line != last:
+            out.write(("\r" + line) if tty else (line + "\n"))
+            out.flush()
+            last = line
+        if info.done:
+            out.write("\n" if tty else "")
+            failures = info.counts["failed"] + info.counts["cancelled"]
+            return EXIT_FAILURES if failures else EXIT_OK
+        if timeout is not None and factory.clock() - started > timeout:
+            out.write(("\n" if tty else "") + f"still running after {timeout:g}s\n")
+            return EXIT_ERROR
+        factory.sleep(interval)
+
+
+def _wait(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    return _wait_for(args.batch_id, factory, out, interval=args.interval, timeout=args.timeout)
+
+
+def _results(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    _batch(factory, args.batch_id)
+    items = factory.store().iter_batch(args.batch_id)
+    writer = export.write_csv if args.format == "csv" else export.write_jsonl
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+            rows = writer(items, handle)
+        out.write(f"wrote {rows} results to {args.output}\n")
+    else:
+        writer(items, out)
+    return EXIT_OK
+
+
+def _retry(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    _batch(factory, args.batch_id)
+    count = batch.retry_failed(args.batch_id, store=factory.store(), queue=factory.queue())
+    out.write(f"re-enqueued {count} failed requests\n")
+    return EXIT_OK
+
+
+def _cancel(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    _batch(factory, args.batch_id)
+    count = batch.cancel(args.batch_id, store=factory.store())
+    out.write(f"cancelled {count} queued requests (running ones finish)\n")
+    return EXIT_OK
+
+
+def _dlq_show(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    letters = dlq.show(store=factory.store(), queue=factory.queue(), limit=args.limit)
+    if args.json:
+        for letter in letters:
+            out.write(json.dumps(letter.row()) + "\n")
+    elif not letters:
+        out.write("the DLQ is empty\n")
+    else:
+        for letter in letters:
+            row = letter.row()
+            out.write(
+                f"{row['request_id'] or row['message_id']}  custom_id={row['custom_id']}  batch={row['batch_id']}"
+                f"  receives={row['receives']}  status={row['status']}\n    reason: {row['reason']}\n"
+            )
+    return EXIT_OK
+
+
+def _dlq_redrive(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    count = dlq.redrive(store=factory.store(), queue=factory.queue(), limit=args.limit)
+    out.write(f"moved {count} messages back to the queue\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
     parser = argparse.ArgumentParser(prog="citeq", description="Cited answers at scale from a Pinecone Assistant.")
@@ -121,6 +271,47 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
     ask.set_defaults(run=_ask)
+
+    batches = commands.add_parser("batch", help="submit and follow batches of questions").add_subparsers(
+        dest="batch_command", required=True
+    )
+    submit = batches.add_parser("submit", help="submit a JSONL or CSV file of questions")
+    submit.add_argument("file")
+    submit.add_argument("--format", choices=("jsonl", "csv"), help="default: from the file's extension")
+    submit.add_argument("--assistant", help="for lines that name none (default: $CITEQ_ASSISTANT)")
+    submit.add_argument("--idempotency-key", help="submitting the same file again with this key enqueues nothing")
+    submit.add_argument("--skip-invalid", action="store_true", help="submit the valid lines, report the rest")
+    submit.add_argument("--wait", action="store_true", help="then wait for the batch, with a progress bar")
+    submit.set_defaults(run=_submit)
+    status = batches.add_parser("status", help="counts, rate and ETA")
+    status.add_argument("batch_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+    wait = batches.add_parser("wait", help="wait with a progress bar; exit 3 if some requests failed")
+    wait.add_argument("batch_id")
+    wait.add_argument("--interval", type=float, default=2.0)
+    wait.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
+    wait.set_defaults(run=_wait)
+    results = batches.add_parser("results", help="results in input order")
+    results.add_argument("batch_id")
+    results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    results.add_argument("-o", "--output", help="write to this file instead of stdout")
+    results.set_defaults(run=_results)
+    retry = batches.add_parser("retry", help="re-enqueue the failed requests")
+    retry.add_argument("batch_id")
+    retry.set_defaults(run=_retry)
+    cancel = batches.add_parser("cancel", help="cancel requests not yet started")
+    cancel.add_argument("batch_id")
+    cancel.set_defaults(run=_cancel)
+
+    dead = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(dest="dlq_command", required=True)
+    show = dead.add_parser("show", help="list DLQ messages with their requests and reasons")
+    show.add_argument("--limit", type=int, default=100)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_dlq_show)
+    redrive = dead.add_parser("redrive", help="move DLQ messages back to the queue (failed requests are retried)")
+    redrive.add_argument("--limit", type=int, default=1000)
+    redrive.set_defaults(run=_dlq_redrive)
     return parser
 
 
@@ -129,6 +320,8 @@ def _message(exc: CiteqError) -> tuple[str, int]:
         return f"configuration: {exc}", EXIT_USAGE
     if isinstance(exc, ValidationError):
         return f"invalid input: {exc}", EXIT_USAGE
+    if isinstance(exc, StoreError):
+        return f"AWS: {exc} (check AWS credentials, CITEQ_TABLE and CITEQ_QUEUE_URL)", EXIT_ERROR
     if isinstance(exc, AuthenticationError):
         return "the assistant rejected the API key (check PINECONE_API_KEY)", EXIT_ERROR
     if isinstance(exc, NotFoundError):

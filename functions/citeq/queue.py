@@ -98,17 +98,25 @@ class Queue:
     def delay(self, receipt_handle: str, seconds: float) -> None:
         """Make a received message visible again after ``seconds`` (how a retry honours Retry-After)."""
         self._call(
-            "change_message_visibility", QueueUrl=self.url, ReceiptHandle=receipt_handle,
+            "change_message_visibility",
+            QueueUrl=self.url,
+            ReceiptHandle=receipt_handle,
             VisibilityTimeout=max(0, min(MAX_VISIBILITY, round(seconds))),
         )
 
     def depth(self, url: str | None = None) -> dict[str, int]:
         """Approximate visible, in-flight and delayed counts."""
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                 "ApproximateNumberOfMessagesDelayed"]
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
         attrs = self._call("get_queue_attributes", QueueUrl=url or self.url, AttributeNames=names)["Attributes"]
-        return {"visible": int(attrs.get(names[0], 0)), "in_flight": int(attrs.get(names[1], 0)),
-                "delayed": int(attrs.get(names[2], 0))}
+        return {
+            "visible": int(attrs.get(names[0], 0)),
+            "in_flight": int(attrs.get(names[1], 0)),
+            "delayed": int(attrs.get(names[2], 0)),
+        }
 
     def _require_dlq(self) -> str:
         if not self.dlq_url:
@@ -121,8 +129,11 @@ class Queue:
         found: dict[str, DeadLetter] = {}
         while len(found) < limit:
             result = self._call(
-                "receive_message", QueueUrl=url, MaxNumberOfMessages=min(10, limit - len(found)),
-                VisibilityTimeout=hold_seconds, WaitTimeSeconds=0,
+                "receive_message",
+                QueueUrl=url,
+                MaxNumberOfMessages=min(10, limit - len(found)),
+                VisibilityTimeout=hold_seconds,
+                WaitTimeSeconds=0,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
             messages = result.get("Messages", [])
@@ -131,8 +142,11 @@ class Queue:
             for message in messages:
                 attrs = message.get("Attributes", {})
                 found[message["MessageId"]] = DeadLetter(
-                    message["MessageId"], message["Body"], message["ReceiptHandle"],
-                    int(attrs.get("ApproximateReceiveCount", 0)), int(attrs.get("SentTimestamp", 0)) / 1000,
+                    message["MessageId"],
+                    message["Body"],
+                    message["ReceiptHandle"],
+                    int(attrs.get("ApproximateReceiveCount", 0)),
+                    int(attrs.get("SentTimestamp", 0)) / 1000,
                 )
         return list(found.values())
 
@@ -140,8 +154,9 @@ class Queue:
         """Make listed DLQ messages visible again at once."""
         url = self._require_dlq()
         for letter in letters:
-            self._call("change_message_visibility", QueueUrl=url, ReceiptHandle=letter.receipt_handle,
-                       VisibilityTimeout=0)
+            self._call(
+                "change_message_visibility", QueueUrl=url, ReceiptHandle=letter.receipt_handle, VisibilityTimeout=0
+            )
 
     def redrive(self, letters: Sequence[DeadLetter]) -> None:
         """Move DLQ messages back to the main queue (sent first, then deleted: never lost)."""

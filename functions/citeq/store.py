@@ -111,6 +111,7 @@ class RequestItem:
     answer: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    generation: int = 0
 
     @classmethod
     def from_item(cls, item: dict[str, Attr]) -> RequestItem:
@@ -141,6 +142,7 @@ class RequestItem:
             answer=answer,
             error=_get_j(item, "error"),
             deliveries=[json.loads(d["S"]) for d in item.get("deliveries", {}).get("L", [])],
+            generation=_get_n(item, "generation") or 0,
         )
 
     @property
@@ -236,23 +238,34 @@ class Store:
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM"), "batch_id": _s(batch_id), "expires_at": self._expires()},
+                Item={
+                    "pk": _s(f"IDEM#{key}"),
+                    "sk": _s("IDEM"),
+                    "batch_id": _s(batch_id),
+                    "expires_at": self._expires(),
+                },
                 ConditionExpression="attribute_not_exists(pk)",
             )
             return batch_id
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise StoreError("DynamoDB put_item failed") from exc
-        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")},
-                           ConsistentRead=True)
+        found = self._call(
+            "get_item", TableName=self.table, Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")}, ConsistentRead=True
+        )
         return str(found["Item"]["batch_id"]["S"])
 
     def create_batch(self, batch_id: str, total: int, *, source: str | None, idempotency_key: str | None) -> None:
         """Write the batch record with every request counted as queued."""
         ts = self.clock()
         item: dict[str, Attr] = {
-            "pk": _s(f"BATCH#{batch_id}"), "sk": _s("META"), "batch_id": _s(batch_id), "total": _n(total),
-            "state": _s("submitting"), "created_at": _s(now_iso(ts)), "created_ts": _n(ts),
+            "pk": _s(f"BATCH#{batch_id}"),
+            "sk": _s("META"),
+            "batch_id": _s(batch_id),
+            "total": _n(total),
+            "state": _s("submitting"),
+            "created_at": _s(now_iso(ts)),
+            "created_ts": _n(ts),
             "expires_at": self._expires(),
             **{f"c_{status}": _n(total if status == "queued" else 0) for status in STATUSES},
         }
@@ -265,15 +278,19 @@ class Store:
     def mark_batch_submitted(self, batch_id: str) -> None:
         """Every request of the batch has been sent to the queue."""
         self._call(
-            "update_item", TableName=self.table, Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")},
-            UpdateExpression="SET #st = :s", ExpressionAttributeNames={"#st": "state"},
+            "update_item",
+            TableName=self.table,
+            Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")},
+            UpdateExpression="SET #st = :s",
+            ExpressionAttributeNames={"#st": "state"},
             ExpressionAttributeValues={":s": _s("submitted")},
         )
 
     def get_batch(self, batch_id: str) -> BatchInfo | None:
         """A batch's record and counters (strongly consistent)."""
-        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")},
-                           ConsistentRead=True)
+        found = self._call(
+            "get_item", TableName=self.table, Key={"pk": _s(f"BATCH#{batch_id}"), "sk": _s("META")}, ConsistentRead=True
+        )
         item = found.get("Item")
         if not item:
             return None
@@ -291,10 +308,17 @@ class Store:
     # ------------------------------------------------------------------ requests
     def _request_item(self, request: NewRequest, ts: float) -> dict[str, Attr]:
         item: dict[str, Attr] = {
-            "pk": _s(f"REQ#{request.request_id}"), "sk": _s("REQ"), "request_id": _s(request.request_id),
-            "status": _s("queued"), "assistant": _s(request.assistant), "messages": _j(request.messages),
-            "options": _j(request.options), "attempts": _n(0), "created_at": _s(now_iso(ts)),
-            "updated_at": _s(now_iso(ts)), "expires_at": self._expires(),
+            "pk": _s(f"REQ#{request.request_id}"),
+            "sk": _s("REQ"),
+            "request_id": _s(request.request_id),
+            "status": _s("queued"),
+            "assistant": _s(request.assistant),
+            "messages": _j(request.messages),
+            "options": _j(request.options),
+            "attempts": _n(0),
+            "created_at": _s(now_iso(ts)),
+            "updated_at": _s(now_iso(ts)),
+            "expires_at": self._expires(),
         }
         if request.batch_id is not None and request.seq is not None:
             item["batch_id"] = _s(request.batch_id)
@@ -312,8 +336,11 @@ class Store:
     def put_request(self, request: NewRequest) -> bool:
         """Store one queued request; False if that request id exists already (nothing changed)."""
         try:
-            self.client.put_item(TableName=self.table, Item=self._request_item(request, self.clock()),
-                                 ConditionExpression="attribute_not_exists(pk)")
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._request_item(request, self.clock()),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -347,17 +374,21 @@ class Store:
         for start in range(0, len(ids), 100):
             keys: list[dict[str, Attr]] = [{"pk": _s(f"REQ#{i}"), "sk": _s("REQ")} for i in ids[start : start + 100]]
             while keys:
-                result = self._call("batch_get_item", RequestItems={
-                    self.table: {"Keys": keys, "ProjectionExpression": "request_id", "ConsistentRead": True}
-                })
+                result = self._call(
+                    "batch_get_item",
+                    RequestItems={
+                        self.table: {"Keys": keys, "ProjectionExpression": "request_id", "ConsistentRead": True}
+                    },
+                )
                 found.update(i["request_id"]["S"] for i in result.get("Responses", {}).get(self.table, []))
                 keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
         return found
 
     def get(self, request_id: str) -> RequestItem | None:
         """One request (strongly consistent)."""
-        found = self._call("get_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
-                           ConsistentRead=True)
+        found = self._call(
+            "get_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")}, ConsistentRead=True
+        )
         item = found.get("Item")
         return RequestItem.from_item(item) if item else None
 
@@ -393,18 +424,26 @@ class Store:
                 names[f"#r{index}"] = name
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
         update: dict[str, Any] = {
-            "TableName": self.table, "Key": {"pk": _s(f"REQ#{item.request_id}"), "sk": _s("REQ")},
-            "UpdateExpression": expression, "ConditionExpression": condition,
-            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            "TableName": self.table,
+            "Key": {"pk": _s(f"REQ#{item.request_id}"), "sk": _s("REQ")},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
         }
         actions: list[dict[str, Any]] = [{"Update": update}]
         if item.batch_id and item.status != to:
-            actions.append({"Update": {
-                "TableName": self.table, "Key": {"pk": _s(f"BATCH#{item.batch_id}"), "sk": _s("META")},
-                "UpdateExpression": "ADD #from :minus, #to :plus",
-                "ExpressionAttributeNames": {"#from": f"c_{item.status}", "#to": f"c_{to}"},
-                "ExpressionAttributeValues": {":minus": _n(-1), ":plus": _n(1)},
-            }})
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": _s(f"BATCH#{item.batch_id}"), "sk": _s("META")},
+                        "UpdateExpression": "ADD #from :minus, #to :plus",
+                        "ExpressionAttributeNames": {"#from": f"c_{item.status}", "#to": f"c_{to}"},
+                        "ExpressionAttributeValues": {":minus": _n(-1), ":plus": _n(1)},
+                    }
+                }
+            )
         try:
             if len(actions) == 1:
                 self.client.update_item(**update)
@@ -433,8 +472,9 @@ class Store:
         sets = {"lease": _s(lease), "attempts": _n(attempts), "started_at": _s(now_iso(ts))}
         if not self._transition(item, "running", sets, lease=item.lease if item.status == "running" else None):
             return None
-        return RequestItem(**{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts,
-                              "started_at": now_iso(ts)})
+        return RequestItem(
+            **{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts, "started_at": now_iso(ts)}
+        )
 
     def _answer_budget(self, item: RequestItem) -> int:
         used = len(json.dumps(item.messages)) + len(json.dumps(item.options)) + len(json.dumps(item.metadata or {}))
@@ -442,8 +482,11 @@ class Store:
 
     def succeed(self, item: RequestItem, answer: dict[str, Any], latency_ms: int) -> bool:
         """Record the answer; False if this attempt's lease was taken over (its result is dropped)."""
-        sets = {**_answer_attrs(answer, self._answer_budget(item)), "latency_ms": _n(latency_ms),
-                "finished_at": _s(now_iso(self.clock()))}
+        sets = {
+            **_answer_attrs(answer, self._answer_budget(item)),
+            "latency_ms": _n(latency_ms),
+            "finished_at": _s(now_iso(self.clock())),
+        }
         return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"] if item.error else ())
 
     def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
@@ -459,27 +502,41 @@ class Store:
 
     def cancel(self, item: RequestItem) -> bool:
         """Cancel a queued request."""
-        return item.status == "queued" and self._transition(item, "cancelled", {"finished_at": _s(now_iso(self.clock()))})
+        return item.status == "queued" and self._transition(
+            item, "cancelled", {"finished_at": _s(now_iso(self.clock()))}
+        )
 
-    def reset(self, item: RequestItem) -> bool:
-        """Put a failed (or cancelled) request back to queued for another try."""
-        return item.status in ("failed", "cancelled") and self._transition(item, "queued", {}, remove=["finished_at"])
+    def reset(self, item: RequestItem) -> RequestItem | None:
+        """Put a failed (or cancelled) request back to queued for another try, in a new retry generation
+        (so idempotency does not take the new try for a duplicate). None if it was not failed or cancelled."""
+        if item.status not in ("failed", "cancelled"):
+            return None
+        generation = item.generation + 1
+        if not self._transition(item, "queued", {"generation": _n(generation)}, remove=["finished_at"]):
+            return None
+        return RequestItem(**{**item.__dict__, "status": "queued", "generation": generation, "finished_at": None})
 
     def record_delivery(self, request_id: str, delivery: dict[str, Any]) -> None:
         """Append one callback delivery attempt to the request."""
         self._call(
-            "update_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
+            "update_item",
+            TableName=self.table,
+            Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
             UpdateExpression="SET deliveries = list_append(if_not_exists(deliveries, :empty), :d)",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":d": {"L": [_j(delivery)]}, ":empty": {"L": []}},
         )
 
-    def page(self, batch_id: str, limit: int = 100, start: dict[str, Attr] | None = None
-             ) -> tuple[list[RequestItem], dict[str, Attr] | None]:
+    def page(
+        self, batch_id: str, limit: int = 100, start: dict[str, Attr] | None = None
+    ) -> tuple[list[RequestItem], dict[str, Attr] | None]:
         """One page of a batch's requests in input order, and the key to continue from."""
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "IndexName": GSI, "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": _s(f"BATCH#{batch_id}")}, "Limit": limit,
+            "TableName": self.table,
+            "IndexName": GSI,
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": _s(f"BATCH#{batch_id}")},
+            "Limit": limit,
         }
         if start:
             kwargs["ExclusiveStartKey"] = start
@@ -494,4 +551,3 @@ class Store:
             yield from items
             if not start:
                 return
-

@@ -120,7 +120,9 @@ class Worker:
             return
         # No stored request to attach the reason to: keep the message itself as a failed record.
         placeholder = NewRequest(
-            request_id=f"malformed-{delivery.message_id}", assistant="", messages=[],
+            request_id=f"malformed-{delivery.message_id}",
+            assistant="",
+            messages=[],
             options={"raw_body": delivery.body[:10_000]},
         )
         if self.store.put_request(placeholder):
@@ -133,13 +135,18 @@ class Worker:
         item = self.store.get(message.request_id)
         if item is None:
             # A single request enqueued without its record (or after TTL): create it from the message.
-            self.store.put_request(NewRequest(
-                request_id=message.request_id, assistant=message.assistant,
-                messages=[m.model_dump() for m in message.messages],
-                options=message.options.model_dump(exclude_none=True), batch_id=message.batch_id,
-                custom_id=message.custom_id, seq=message.seq,
-                callback=message.callback.model_dump() if message.callback else None,
-            ))
+            self.store.put_request(
+                NewRequest(
+                    request_id=message.request_id,
+                    assistant=message.assistant,
+                    messages=[m.model_dump() for m in message.messages],
+                    options=message.options.model_dump(exclude_none=True),
+                    batch_id=message.batch_id,
+                    custom_id=message.custom_id,
+                    seq=message.seq,
+                    callback=message.callback.model_dump() if message.callback else None,
+                )
+            )
             item = self.store.get(message.request_id)
         if item is None or item.status in ("succeeded", "failed", "cancelled"):
             return {"request_id": message.request_id, "status": "skipped"}
@@ -149,9 +156,12 @@ class Worker:
         started = self.clock()
         try:
             answer = self.client.chat(
-                messages=[m.model_dump() for m in message.messages], assistant=message.assistant,
-                model=message.options.model, temperature=message.options.temperature,
-                filter=message.options.filter, deadline=deadline,
+                messages=[m.model_dump() for m in message.messages],
+                assistant=message.assistant,
+                model=message.options.model,
+                temperature=message.options.temperature,
+                filter=message.options.filter,
+                deadline=deadline,
             )
         except CiteqError as exc:
             latency = round((self.clock() - started) * 1000)

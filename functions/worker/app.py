@@ -108,6 +108,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     async def record_handler(record: SQSRecord) -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(executor, handle_record, record, deadline)
 
-    return dict(async_process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    ))
+    return dict(
+        async_process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

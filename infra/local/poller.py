@@ -102,8 +102,11 @@ class Poller:
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
         result = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, count), WaitTimeSeconds=wait,
-            MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"],
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(10, count),
+            WaitTimeSeconds=wait,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
         )
         return list(result.get("Messages", []))
 
@@ -123,24 +126,31 @@ class Poller:
 
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Lambda's SQS event for these messages."""
-        return {"Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {k: str(v) for k, v in m.get("Attributes", {}).items()},
-                "messageAttributes": {
-                    name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
-                           "stringListValues": [], "binaryListValues": [], "dataType": a.get("DataType", "String")}
-                    for name, a in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn,
-                "awsRegion": self.region,
-            }
-            for m in messages
-        ]}
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {k: str(v) for k, v in m.get("Attributes", {}).items()},
+                    "messageAttributes": {
+                        name: {
+                            "stringValue": a.get("StringValue"),
+                            "binaryValue": a.get("BinaryValue"),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": a.get("DataType", "String"),
+                        }
+                        for name, a in m.get("MessageAttributes", {}).items()
+                    },
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": self.region,
+                }
+                for m in messages
+            ]
+        }
 
     def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
         """Invoke the handler once; delete the successes; return the message ids left on the queue."""
@@ -160,7 +170,9 @@ class Poller:
         failed = self._failures(response, ids)
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
-            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+            ]
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         self.stats.add(deleted=len(done), failed_records=len(failed))
         return failed

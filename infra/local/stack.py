@@ -5,8 +5,8 @@ Lambda's SQS event-source semantics."""
 from __future__ import annotations
 
 import importlib
-import logging
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -79,20 +79,22 @@ class LocalStack:
             backend.load_directory(self.assistant, self.docs)
         else:
             backend.ensure_assistant(self.assistant)
-        self._set_env({
-            "CITEQ_TABLE": self.resources["ResultsTable"],
-            "CITEQ_IDEMPOTENCY_TABLE": self.resources["IdempotencyTable"],
-            "CITEQ_QUEUE_URL": self.resources["RequestsQueue"],
-            "CITEQ_DLQ_URL": self.resources["RequestsDeadLetterQueue"],
-            "CITEQ_ASSISTANT": self.assistant,
-            "CITEQ_PINECONE_HOST": self.emulator.url,
-            "PINECONE_API_KEY": self.emulator.api_key,
-            "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "1"),
-            "POWERTOOLS_TRACE_DISABLED": "1",
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-            **{k: str(v) for k, v in self.settings.environment.items() if isinstance(v, str | int)},
-            **self.worker_env,
-        })
+        self._set_env(
+            {
+                "CITEQ_TABLE": self.resources["ResultsTable"],
+                "CITEQ_IDEMPOTENCY_TABLE": self.resources["IdempotencyTable"],
+                "CITEQ_QUEUE_URL": self.resources["RequestsQueue"],
+                "CITEQ_DLQ_URL": self.resources["RequestsDeadLetterQueue"],
+                "CITEQ_ASSISTANT": self.assistant,
+                "CITEQ_PINECONE_HOST": self.emulator.url,
+                "PINECONE_API_KEY": self.emulator.api_key,
+                "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "1"),
+                "POWERTOOLS_TRACE_DISABLED": "1",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **{k: str(v) for k, v in self.settings.environment.items() if isinstance(v, str | int)},
+                **self.worker_env,
+            }
+        )
         self.worker = self._load_worker()
         if self.poll:
             self.start_poller()
@@ -104,9 +106,15 @@ class LocalStack:
         sqs = boto3.client("sqs", region_name=REGION)
         arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.poller = Poller(
-            sqs, self.queue_url, arn, self.worker.lambda_handler,
-            batch_size=self.settings.batch_size, window=self.settings.window,
-            max_concurrency=self.max_concurrency, timeout=self.settings.timeout, region=REGION,
+            sqs,
+            self.queue_url,
+            arn,
+            self.worker.lambda_handler,
+            batch_size=self.settings.batch_size,
+            window=self.settings.window,
+            max_concurrency=self.max_concurrency,
+            timeout=self.settings.timeout,
+            region=REGION,
         ).start()
         return self.poller
 
@@ -175,6 +183,14 @@ class LocalStack:
 
     def exports(self) -> str:
         """Shell ``export`` lines for the variables that point at this stack."""
-        keys = ["AWS_ENDPOINT_URL", *FAKE_AWS, "CITEQ_TABLE", "CITEQ_QUEUE_URL", "CITEQ_DLQ_URL",
-                "CITEQ_ASSISTANT", "CITEQ_PINECONE_HOST", "PINECONE_API_KEY"]
+        keys = [
+            "AWS_ENDPOINT_URL",
+            *FAKE_AWS,
+            "CITEQ_TABLE",
+            "CITEQ_QUEUE_URL",
+            "CITEQ_DLQ_URL",
+            "CITEQ_ASSISTANT",
+            "CITEQ_PINECONE_HOST",
+            "PINECONE_API_KEY",
+        ]
         return "\n".join(f"export {k}={self.env[k]}" for k in keys if k in self.env)

@@ -34,8 +34,22 @@ def _tag(name: str, split: bool = False) -> Any:
 
 _CfnLoader.add_constructor("!Ref", lambda loader, node: {"Ref": loader.construct_scalar(node)})  # type: ignore[arg-type]
 _CfnLoader.add_constructor("!GetAtt", _tag("Fn::GetAtt", split=True))
-for _short in ("Sub", "Join", "Select", "Split", "If", "Equals", "Not", "And", "Or", "FindInMap", "Base64", "Cidr",
-               "ImportValue", "GetAZs"):
+for _short in (
+    "Sub",
+    "Join",
+    "Select",
+    "Split",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "FindInMap",
+    "Base64",
+    "Cidr",
+    "ImportValue",
+    "GetAZs",
+):
     _CfnLoader.add_constructor(f"!{_short}", _tag(f"Fn::{_short}"))
 
 

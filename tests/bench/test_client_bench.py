@@ -8,11 +8,11 @@ import tracemalloc
 from collections.abc import Callable
 
 import requests
+
 from citeq.citations import TextDelta, parse_content, render_content
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.models import Citation, FileRef, ParsedContent, Reference
-
 from tests.bench.emulator_process import API_KEY, emulator_process
 
 QUESTION = "What does a request over the rate limit receive?"

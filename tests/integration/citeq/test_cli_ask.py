@@ -12,7 +12,6 @@ import sys
 
 from citeq.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Factory, main
 from citeq.config import Settings
-
 from infra.emulator import EmulatorServer
 from tests.helpers import ASSISTANT
 

@@ -7,6 +7,7 @@ import random
 import socket
 
 import pytest
+
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import (
@@ -21,7 +22,6 @@ from citeq.errors import (
     Timeout,
 )
 from citeq.retry import RetryPolicy
-
 from infra.emulator import EmulatorServer
 from tests.helpers import ASSISTANT, Admin
 

@@ -4,6 +4,9 @@ import itertools
 import string
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from citeq.citations import (
     IncrementalParser,
     MarkerFound,
@@ -15,8 +18,6 @@ from citeq.citations import (
     url_expiry,
 )
 from citeq.models import Citation, FileRef, ParsedContent, Reference
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 URL = (
     "https://storage.googleapis.com/knowledge-prod-files/org%2Fasst%2F"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from citeq.config import DEFAULT_API_VERSION, Secret, Settings
 from citeq.errors import ConfigurationError
 

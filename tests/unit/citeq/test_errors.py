@@ -5,6 +5,7 @@ import time
 
 import pytest
 import requests
+
 from citeq.client import error_from_response
 from citeq.errors import AuthenticationError, BadRequestError, NotFoundError, RateLimitError, ServerError
 

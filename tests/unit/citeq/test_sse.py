@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from citeq.sse import LineDecoder, ServerSentEvent, SSEDecoder, encode
 
 
