@@ -82,6 +82,7 @@ def _footnotes(citations: Sequence[Citation]) -> list[str]:
             number = numbers.setdefault(name, len(numbers) + 1)
             pages = lines.setdefault(number, (name, []))[1]
             pages.extend(p for p in ref.pages if p not in pages)
+            pages.sort()
     return [
         f"[{n}] {name}" + (f", pp. {', '.join(map(str, pages))}" if pages else "") for n, (name, pages) in lines.items()
     ]
@@ -187,14 +188,16 @@ def _status(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
 def _wait_for(batch_id: str, factory: Factory, out: TextIO, *, interval: float, timeout: float | None) -> int:
     started = factory.clock()
     tty = out.isatty()
-    last = ""
+    last: object = None
     while True:
         info = _batch(factory, batch_id)
         line = Progress(info, factory.clock() - info.created_ts).bar()
-        if line != last:
+        # On a terminal the bar is redrawn in place; in a log, a line is written only when counts change.
+        key = line if tty else tuple(info.counts.values())
+        if key != last:
             out.write(("\r" + line) if tty else (line + "\n"))
             out.flush()
-            last = line
+            last = key
         if info.done:
             out.write("\n" if tty else "")
             failures = info.counts["failed"] + info.counts["cancelled"]

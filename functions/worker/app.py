@@ -38,6 +38,8 @@ settings = Settings.from_env()
 settings.require("table", "queue_url", "api_key")
 CONCURRENCY = int(os.environ.get("CITEQ_WORKER_CONCURRENCY", "10"))
 MAX_RECEIVES = int(os.environ.get("CITEQ_MAX_RECEIVES", "6"))
+# Powertools' cold-start metric ignores POWERTOOLS_METRICS_DISABLED; honour it here.
+METRICS_OFF = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
 # A redelivery of a request that is still being answered comes back after this many seconds.
 IN_PROGRESS_DELAY = 30
 
@@ -56,8 +58,6 @@ class _Metrics:
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
 queue = Queue(settings.queue_url or "", dlq_url=settings.dlq_url)
 worker = Worker(store, AssistantClient(settings), queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
-executor = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="citeq-record")
 idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""))
 
@@ -99,15 +99,21 @@ def handle_record(record: SQSRecord, deadline: float) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-@metrics.log_metrics(capture_cold_start_metric=True)
+@metrics.log_metrics(capture_cold_start_metric=not METRICS_OFF)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Process an SQS batch; returns ``{"batchItemFailures": [...]}``."""
     idempotency.register_lambda_context(context)
     deadline = deadline_from(context.get_remaining_time_in_millis())
+    # A processor (and thread pool) per invocation: Lambda never overlaps invocations in one container, but
+    # the local poller does, and a batch processor holds one invocation's records and results.
+    processor = AsyncBatchProcessor(event_type=EventType.SQS)
+    with ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="citeq-record") as executor:
 
-    async def record_handler(record: SQSRecord) -> dict[str, Any]:
-        return await asyncio.get_running_loop().run_in_executor(executor, handle_record, record, deadline)
+        async def record_handler(record: SQSRecord) -> dict[str, Any]:
+            return await asyncio.get_running_loop().run_in_executor(executor, handle_record, record, deadline)
 
-    return dict(
-        async_process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+        return dict(
+            async_process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        )

@@ -19,7 +19,7 @@ B = 0.75
 CHUNK_WORDS = 120
 MAX_SENTENCE_WORDS = 90
 # Shorter "sentences" are headings or fragments; they are indexed but never quoted as an answer.
-MIN_SENTENCE_WORDS = 7
+MIN_SENTENCE_WORDS = 8
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
