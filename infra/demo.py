@@ -13,7 +13,8 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from citeq.cli import Factory, format_answer, main as citeq
+from citeq.cli import Factory, format_answer
+from citeq.cli import main as citeq
 from citeq.config import Settings
 from citeq.models import Answer
 from infra.local import LocalStack

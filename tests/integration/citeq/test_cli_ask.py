@@ -46,7 +46,7 @@ def test_ask_no_stream_prints_the_same_text(emulator: EmulatorServer) -> None:
 
 
 def test_ask_json_prints_the_answer_object(emulator: EmulatorServer) -> None:
-    code, out, _ = _run(["ask", "--json", "--filter", '{"kind": {"$exists": false}}', QUESTION], _settings(emulator))
+    code, out, _ = _run(["ask", "--json", "--filter", '{"kind": "manual"}', QUESTION], _settings(emulator))
     assert code == EXIT_OK
     answer = json.loads(out)
     assert set(answer) == {"id", "model", "finish_reason", "message", "citations", "usage", "raw_content"}
