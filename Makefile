@@ -31,6 +31,10 @@ validate: $(STAMP)
 test: lint typecheck validate
 	$(BIN)/python -m pytest -q -m "not bench" $(PYTEST_ARGS)
 
+# sam build needs the runtime's python3.13 on PATH: the venv's interpreter is one when the machine has 3.13.
+build: $(STAMP)
+	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m bench tests/bench $(PYTEST_ARGS)
 

@@ -45,3 +45,42 @@ def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
 def admin(emulator: EmulatorServer) -> Admin:
     """Admin client of the (reset) session emulator."""
     return Admin(emulator.url)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto in process, with the queues and tables of template.yaml; yields logical -> physical ids."""
+    import boto3
+    from moto import mock_aws
+
+    from infra.local.template import create_resources, load, local_resources
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        resources = create_resources(
+            local_resources(load()),
+            cloudformation=boto3.client("cloudformation"),
+            dynamodb=boto3.client("dynamodb"),
+            stack_name="citeq-test",
+        )
+        yield resources
+
+
+@pytest.fixture
+def worker_env(aws: dict[str, str], emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The worker's environment pointing at moto's resources and the emulator."""
+    env = {
+        "CITEQ_TABLE": aws["ResultsTable"],
+        "CITEQ_IDEMPOTENCY_TABLE": aws["IdempotencyTable"],
+        "CITEQ_QUEUE_URL": aws["RequestsQueue"],
+        "CITEQ_DLQ_URL": aws["RequestsDeadLetterQueue"],
+        "CITEQ_ASSISTANT": ASSISTANT,
+        "CITEQ_PINECONE_HOST": emulator.url,
+        "PINECONE_API_KEY": emulator.api_key,
+        "CITEQ_MAX_RECEIVES": "6",
+        "CITEQ_WORKER_CONCURRENCY": "10",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

@@ -1,8 +1,10 @@
 """The retry policy as two pure functions: ``should_retry`` and ``retry_delay``.
 
 Retryable: transport errors (connect, timeout, dropped), 408, 409, 429 and 5xx — see ``errors``.
-Delay: the service's ``Retry-After`` when it sent one (capped), else capped exponential backoff with full
-jitter: ``uniform(0, min(cap, base * 2 ** (attempt - 1)))``.
+Delay: the service's ``Retry-After`` when it sent one, else capped exponential backoff with full jitter:
+``uniform(0, min(cap, base * 2 ** (attempt - 1)))``. A ``Retry-After`` longer than ``max_retry_after`` is not
+waited out in-process: the error goes to the caller (the worker hands such a request back to SQS with that
+delay, which costs nothing while it waits).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class RetryPolicy:
 
 def should_retry(error: CiteqError, attempt: int, policy: RetryPolicy) -> bool:
     """Whether to make attempt ``attempt + 1`` after ``error`` ended attempt ``attempt`` (1-based)."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and retry_after > policy.max_retry_after:
+        return False
     return error.retryable and attempt < policy.max_attempts
 
 

@@ -29,6 +29,7 @@ from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.messages import RequestMessage
 from citeq.queue import Queue
+from citeq.retry import RetryPolicy
 from citeq.store import Store
 from citeq.worker import Delivery, RetryLater, Worker, deadline_from
 
@@ -57,7 +58,9 @@ class _Metrics:
 
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
 queue = Queue(settings.queue_url or "", dlq_url=settings.dlq_url)
-worker = Worker(store, AssistantClient(settings), queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
+# In-process retries only for short waits; a longer Retry-After goes back to SQS as the message's visibility.
+client = AssistantClient(settings, policy=RetryPolicy(max_attempts=3, max_retry_after=5.0))
+worker = Worker(store, client, queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
 idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""))
 
@@ -106,7 +109,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     deadline = deadline_from(context.get_remaining_time_in_millis())
     # A processor (and thread pool) per invocation: Lambda never overlaps invocations in one container, but
     # the local poller does, and a batch processor holds one invocation's records and results.
-    processor = AsyncBatchProcessor(event_type=EventType.SQS)
+    # Report failures per record even when every record failed (not one exception for the whole batch).
+    processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="citeq-record") as executor:
 
         async def record_handler(record: SQSRecord) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Lambda's SQS event-source semantics."""
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys
@@ -17,7 +16,7 @@ import boto3
 
 from infra.emulator import Backend, EmulatorServer, FaultConfig
 from infra.local.poller import Poller
-from infra.local.template import TEMPLATE, load, local_resources, worker_settings
+from infra.local.template import TEMPLATE, create_resources, load, local_resources, worker_settings
 
 SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "samples" / "docs"
 REGION = "us-east-1"
@@ -44,6 +43,7 @@ class LocalStack:
         template: Path = TEMPLATE,
         worker_env: dict[str, str] | None = None,
         max_concurrency: int | None = None,
+        visibility_timeout: int | None = None,
     ) -> None:
         self.docs = docs
         self.assistant = assistant
@@ -53,6 +53,8 @@ class LocalStack:
         self.settings = worker_settings(self.template)
         self.worker_env = worker_env or {}
         self.max_concurrency = max_concurrency or self.settings.max_concurrency
+        # Tests shorten the queue's visibility timeout (template: 750 s) to see redeliveries quickly.
+        self.visibility_timeout = visibility_timeout
         self.env: dict[str, str] = {}
         self.resources: dict[str, str] = {}
         self.poller: Poller | None = None
@@ -147,17 +149,16 @@ class LocalStack:
 
     def _create_resources(self) -> None:
         """Create the template's own queue and table definitions in moto through CloudFormation."""
-        cfn = boto3.client("cloudformation", region_name=REGION)
-        body = local_resources(self.template)
-        cfn.create_stack(StackName=STACK_NAME, TemplateBody=json.dumps(body))
-        for resource in cfn.describe_stack_resources(StackName=STACK_NAME)["StackResources"]:
-            self.resources[resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        # moto's CloudFormation does not apply TimeToLiveSpecification; apply it as written.
-        for name, resource in body["Resources"].items():
-            ttl = resource["Properties"].get("TimeToLiveSpecification")
-            if resource["Type"] == "AWS::DynamoDB::Table" and ttl:
-                dynamodb.update_time_to_live(TableName=self.resources[name], TimeToLiveSpecification=ttl)
+        self.resources = create_resources(
+            local_resources(self.template),
+            cloudformation=boto3.client("cloudformation", region_name=REGION),
+            dynamodb=boto3.client("dynamodb", region_name=REGION),
+            stack_name=STACK_NAME,
+        )
+        if self.visibility_timeout is not None:
+            boto3.client("sqs", region_name=REGION).set_queue_attributes(
+                QueueUrl=self.queue_url, Attributes={"VisibilityTimeout": str(self.visibility_timeout)}
+            )
 
     def _load_worker(self) -> ModuleType:
         """Import (or re-import, after the environment changed) the worker's Lambda module."""

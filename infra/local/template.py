@@ -3,6 +3,7 @@ moto), and the worker's event-source settings (batch size, window, concurrency, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,20 @@ def worker_settings(template: dict[str, Any]) -> WorkerSettings:
         max_receives=int(redrive["maxReceiveCount"]),
         environment=function.get("Environment", {}).get("Variables", {}),
     )
+
+
+def create_resources(body: dict[str, Any], *, cloudformation: Any, dynamodb: Any, stack_name: str) -> dict[str, str]:
+    """Create ``local_resources(...)`` through (moto's) CloudFormation; returns logical -> physical ids.
+
+    moto's CloudFormation does not apply ``TimeToLiveSpecification``, so it is applied here as written.
+    """
+    cloudformation.create_stack(StackName=stack_name, TemplateBody=json.dumps(body))
+    resources = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+    }
+    for name, resource in body["Resources"].items():
+        ttl = resource["Properties"].get("TimeToLiveSpecification")
+        if resource["Type"] == "AWS::DynamoDB::Table" and ttl:
+            dynamodb.update_time_to_live(TableName=resources[name], TimeToLiveSpecification=ttl)
+    return resources

@@ -45,10 +45,15 @@ def test_should_retry_stops_at_max_attempts() -> None:
     assert not should_retry(ServerError("x", status=500), 4, POLICY)
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [(2.0, 2.0), (0.0, 0.0), (120.0, 30.0), (-5.0, 0.0)])
-def test_retry_after_is_honoured_with_a_cap(retry_after: float, expected: float) -> None:
+@pytest.mark.parametrize(("retry_after", "expected"), [(2.0, 2.0), (0.0, 0.0), (30.0, 30.0), (-5.0, 0.0)])
+def test_retry_after_is_honoured(retry_after: float, expected: float) -> None:
     error = RateLimitError("x", status=429, retry_after=retry_after)
+    assert should_retry(error, 1, POLICY)
     assert retry_delay(error, 1, POLICY, random.Random(0)) == expected
+
+
+def test_retry_after_beyond_the_cap_goes_back_to_the_caller() -> None:
+    assert not should_retry(RateLimitError("x", status=429, retry_after=30.5), 1, POLICY)
 
 
 @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)])

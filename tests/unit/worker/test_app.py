@@ -1,0 +1,190 @@
+"""The worker's Lambda handler on mock_aws, with events shaped like Lambda's (from events/)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import sys
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from citeq.store import NewRequest, Store
+from infra.local.context import LambdaContext
+from tests.helpers import ASSISTANT, Admin, load_event
+
+QUESTION = "What does a request over the rate limit receive?"
+
+
+@pytest.fixture
+def app(worker_env: dict[str, str]) -> ModuleType:
+    """``worker.app`` imported against this test's moto resources."""
+    if "worker.app" in sys.modules:
+        return importlib.reload(sys.modules["worker.app"])
+    return importlib.import_module("worker.app")
+
+
+@pytest.fixture
+def store(worker_env: dict[str, str]) -> Store:
+    return Store(worker_env["CITEQ_TABLE"])
+
+
+@pytest.fixture
+def sqs_record(worker_env: dict[str, str]) -> Any:
+    """Factory: a Lambda SQS record for ``body``, really sent to and received from the (mocked) queue."""
+    sqs = boto3.client("sqs")
+    template = load_event("sqs-request.json")["Records"][0]
+
+    def make(body: str, receive_count: int = 1) -> dict[str, Any]:
+        url = worker_env["CITEQ_QUEUE_URL"]
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+        message = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"][0]
+        record = copy.deepcopy(template)
+        record.update(messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"], body=body)
+        record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+        return record
+
+    return make
+
+
+def body(request_id: str, question: str = QUESTION, **extra: Any) -> str:
+    return json.dumps(
+        {
+            "v": 1,
+            "request_id": request_id,
+            "assistant": ASSISTANT,
+            "messages": [{"role": "user", "content": question}],
+            **extra,
+        }
+    )
+
+
+def queued(store: Store, request_id: str, batch_id: str | None = None, seq: int | None = None) -> None:
+    store.put_request(
+        NewRequest(request_id, ASSISTANT, [{"role": "user", "content": QUESTION}], batch_id=batch_id, seq=seq)
+    )
+
+
+def test_handler_answers_a_request_from_the_sample_event(app: ModuleType, store: Store, admin: Admin) -> None:
+    event = load_event("sqs-request.json")
+    response = app.lambda_handler(event, LambdaContext())
+    assert response == {"batchItemFailures": []}
+    item = store.get("b_0001-000001")
+    assert item is not None and item.status == "succeeded" and item.attempts == 1
+    assert item.answer is not None and item.answer["citations"][0]["references"][0]["pages"] == [2]
+    assert admin.count("chat_completions") == 1
+
+
+def test_mixed_batch_records_malformed_and_unknown_version_without_retrying(
+    app: ModuleType, store: Store, admin: Admin
+) -> None:
+    event = load_event("sqs-mixed-batch.json")
+    response = app.lambda_handler(event, LambdaContext())
+    assert response == {"batchItemFailures": []}  # nothing handed back: bad messages are recorded, not retried
+    assert store.get("b_0002-000001").status == "succeeded"  # type: ignore[union-attr]
+    garbage = store.get("malformed-0c1d1a3e-0002-4c55-9a2b-6f0b3d4e5a02")
+    assert garbage is not None and garbage.status == "failed"
+    assert "not JSON" in garbage.error["message"]  # type: ignore[index]
+    unknown = store.get("malformed-0c1d1a3e-0003-4c55-9a2b-6f0b3d4e5a03")
+    assert unknown is not None and "unsupported message version 2" in unknown.error["message"]  # type: ignore[index]
+    assert admin.count("chat_completions") == 1
+
+
+def test_redelivery_after_success_never_calls_the_assistant_again(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    queued(store, "r-dup", "b-dup", 1)
+    store.create_batch("b-dup", 1, source=None, idempotency_key=None)
+    first = app.lambda_handler({"Records": [sqs_record(body("r-dup", batch_id="b-dup", seq=1))]}, LambdaContext())
+    again = app.lambda_handler({"Records": [sqs_record(body("r-dup", batch_id="b-dup", seq=1), 2)]}, LambdaContext())
+    assert first == again == {"batchItemFailures": []}
+    assert admin.count("chat_completions") == 1
+    assert store.get_batch("b-dup").counts["succeeded"] == 1  # type: ignore[union-attr]
+
+
+def test_records_of_one_invocation_run_concurrently(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    import time
+
+    admin.faults(latency_ms=300)
+    records = []
+    for n in range(5):
+        queued(store, f"r-c{n}")
+        records.append(sqs_record(body(f"r-c{n}")))
+    start = time.perf_counter()
+    assert app.lambda_handler({"Records": records}, LambdaContext()) == {"batchItemFailures": []}
+    assert time.perf_counter() - start < 5 * 0.3  # sequential would be at least 1.5 s
+    assert admin.count("chat_completions") == 5
+
+
+def test_rate_limited_record_is_handed_back_with_retry_after_as_visibility(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+) -> None:
+    admin.script({"status": 429, "retry_after": 120})
+    queued(store, "r-429")
+    record = sqs_record(body("r-429"))
+    response = app.lambda_handler({"Records": [record]}, LambdaContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    item = store.get("r-429")
+    assert item is not None and item.status == "queued" and item.attempts == 1
+    assert item.error is not None and item.error["http_status"] == 429
+    sqs = boto3.client("sqs")
+    # Made invisible for the Retry-After seconds: not receivable now.
+    assert "Messages" not in sqs.receive_message(QueueUrl=worker_env["CITEQ_QUEUE_URL"], WaitTimeSeconds=0)
+
+
+def test_assistant_rejection_fails_the_request_with_its_reason(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    queued(store, "r-400")
+    record = sqs_record(body("r-400", options={"model": "gpt-99"}))
+    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+    item = store.get("r-400")
+    assert item is not None and item.status == "failed"
+    assert item.error == {
+        "type": "BadRequestError",
+        "message": item.error["message"],
+        "http_status": 400,  # type: ignore[index]
+        "code": "INVALID_ARGUMENT",
+    }
+    assert admin.count("chat_completions") == 1
+
+
+def test_last_delivery_of_a_retryable_error_fails_the_request_and_goes_to_the_dlq(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    admin.script({"status": 503, "count": 3})  # the client's own three attempts all fail
+    queued(store, "r-last")
+    record = sqs_record(body("r-last"), receive_count=6)
+    response = app.lambda_handler({"Records": [record]}, LambdaContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    item = store.get("r-last")
+    assert item is not None and item.status == "failed"
+    assert item.error["message"].startswith("gave up after 6 deliveries")  # type: ignore[index]
+    assert item.error["http_status"] == 503  # type: ignore[index]
+    assert admin.count("chat_completions") == 3
+
+
+def test_no_call_starts_that_cannot_finish_before_the_deadline(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    queued(store, "r-late")
+    record = sqs_record(body("r-late"))
+    context = LambdaContext(timeout_seconds=4.0)  # minus the 3 s margin: too little for an attempt
+    response = app.lambda_handler({"Records": [record]}, context)
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert admin.count("chat_completions") == 0
+    item = store.get("r-late")
+    assert item is not None and item.status == "queued" and item.error["type"] == "DeadlineExceeded"  # type: ignore[index]
+
+
+def test_cancelled_request_is_skipped(app: ModuleType, store: Store, admin: Admin, sqs_record: Any) -> None:
+    queued(store, "r-cancel")
+    item = store.get("r-cancel")
+    assert item is not None and store.cancel(item)
+    assert app.lambda_handler({"Records": [sqs_record(body("r-cancel"))]}, LambdaContext()) == {"batchItemFailures": []}
+    assert admin.count("chat_completions") == 0
