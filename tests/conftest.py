@@ -53,8 +53,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     import boto3
     from moto import mock_aws
 
+    from infra.local.atomic import make_dynamodb_atomic
     from infra.local.template import create_resources, load, local_resources
 
+    make_dynamodb_atomic()
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         resources = create_resources(

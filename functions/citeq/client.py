@@ -137,6 +137,15 @@ def error_from_response(response: requests.Response, now: float | None = None) -
     return status_error(response.status_code, message, code=code, request_id=request_id, retry_after=retry_after)
 
 
+def _session(pool: int = 64) -> requests.Session:
+    """A Session whose pool holds a connection per concurrent caller (the worker answers records in parallel)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def _translate(exc: requests.RequestException, what: str) -> TransportError:
     if isinstance(exc, requests.Timeout):
         return Timeout(f"{what}: timed out ({type(exc).__name__})")
@@ -158,7 +167,7 @@ class AssistantClient:
     ) -> None:
         self.settings = settings
         self._key = settings.resolve_api_key()
-        self.session = session or requests.Session()
+        self.session = session or _session()
         self.policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
         self.sleep = sleep
         self.clock = clock

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 
 from infra.emulator import Backend, EmulatorServer, FaultConfig
+from infra.local.atomic import make_dynamodb_atomic
 from infra.local.poller import Poller
 from infra.local.template import TEMPLATE, create_resources, load, local_resources, worker_settings
 
@@ -68,6 +69,7 @@ class LocalStack:
         """Start moto, create the resources, start the emulator and the worker poller."""
         from moto.server import ThreadedMotoServer
 
+        make_dynamodb_atomic()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
