@@ -109,7 +109,7 @@ def test_rejected_question_fails_with_its_reason_and_the_rest_succeed(
     wait_until(finished(store, batch_id), what="batch with a rejected question")
     counts = assert_counts_sum(store, batch_id)
     assert (counts["succeeded"], counts["failed"]) == (5, 1)
-    bad = [i for i in store.iter_batch(batch_id) if i.custom_id == "bad"][0]
+    bad = next(i for i in store.iter_batch(batch_id) if i.custom_id == "bad")
     assert bad.error is not None and bad.error["http_status"] == 400 and "Invalid model" in bad.error["message"]
     assert bad.attempts == 1
 
