@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from citeq.errors import ValidationError
+from citeq.export import to_string
+from citeq.messages import decode
+from citeq.progress import Progress
+from citeq.store import BatchInfo, RequestItem
+
+GOOD = {"v": 1, "request_id": "r1", "assistant": "a", "messages": [{"content": "q"}]}
+
+
+def test_decode_valid_message_with_defaults() -> None:
+    message = decode(json.dumps(GOOD))
+    assert message.messages[0].role == "user" and message.generation == 0 and message.idempotency_key == "r1#0"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("nope", "not JSON"),
+        ("[1]", "JSON object"),
+        (json.dumps({**GOOD, "v": 2}), "unsupported message version 2"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "v"}), "unsupported message version None"),
+        (json.dumps({**GOOD, "messages": []}), "messages"),
+        (json.dumps({**GOOD, "assistant": "Not Valid"}), "assistant"),
+        (json.dumps({**GOOD, "surprise": 1}), "surprise"),
+    ],
+)
+def test_decode_rejects_clearly(body: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        decode(body)
+
+
+ANSWER = {
+    "id": "x", "model": "gpt-4o", "finish_reason": "stop", "message": {"role": "assistant", "content": "A. B."},
+    "citations": [{"position": 1, "references": [{"file": {"name": "g.pdf", "id": None, "signed_url": "https://s/g",
+                                                            "url_expires_at": None}, "pages": [2, 3]}]},
+                  {"position": 4, "references": [{"file": None, "pages": [], "missing_reference": 3}]}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}, "raw_content": "...",
+}
+
+
+def _items() -> list[RequestItem]:
+    return [
+        RequestItem("r1", "succeeded", "a", [{"content": "q1"}], {}, custom_id="c1", attempts=1, latency_ms=30,
+                    answer=ANSWER),
+        RequestItem("r2", "failed", "a", [{"content": "q2"}], {}, custom_id="c2", attempts=2,
+                    error={"type": "BadRequestError", "message": "bad model", "http_status": 400}),
+    ]
+
+
+def test_jsonl_export_lines() -> None:
+    lines = [json.loads(line) for line in to_string(_items(), "jsonl").splitlines()]
+    assert [set(line) for line in lines] == [{"custom_id", "request_id", "status", "attempts", "latency_ms", "error",
+                                             "answer"}] * 2
+    assert lines[0]["answer"] == ANSWER and lines[1]["error"]["http_status"] == 400
+
+
+def test_csv_export_flattens_citations_readably() -> None:
+    rows = list(csv.DictReader(io.StringIO(to_string(_items(), "csv"))))
+    assert rows[0]["answer"] == "A. B."
+    assert rows[0]["citations"] == "@1: [1] g.pdf (pp. 2, 3) | @4: [2] (missing reference 3)"
+    assert rows[0]["references"] == "[1] g.pdf https://s/g | [2] (missing reference 3)"
+    assert (rows[0]["prompt_tokens"], rows[1]["error_message"], rows[1]["http_status"]) == ("10", "bad model", "400")
+
+
+def _info(counts: dict[str, int]) -> BatchInfo:
+    return BatchInfo("b", sum(counts.values()), counts, "submitted", "2026-11-25T00:00:00Z", 0.0)
+
+
+def test_progress_rate_eta_and_bar() -> None:
+    view = Progress(_info({"queued": 50, "running": 10, "succeeded": 35, "failed": 5, "cancelled": 0}), 20.0)
+    assert view.rate == 2.0 and view.eta == 30.0
+    assert view.bar(10) == "[####......] 40/100 ok 35 failed 5 cancelled 0 | 2.0/s ETA 30s"
+    assert "ETA unknown" in Progress(_info({"queued": 3, "running": 0, "succeeded": 0, "failed": 0,
+                                            "cancelled": 0}), 5).summary()

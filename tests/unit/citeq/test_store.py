@@ -1,0 +1,110 @@
+"""The DynamoDB store on mock_aws with the template's own table."""
+
+from __future__ import annotations
+
+import pytest
+
+from citeq.errors import ItemTooLarge
+from citeq.store import COMPRESS_ABOVE, NewRequest, Store
+
+
+@pytest.fixture
+def store(aws: dict[str, str]) -> Store:
+    return Store(aws["ResultsTable"])
+
+
+def _queued(store: Store, n: int, batch_id: str = "b1") -> None:
+    store.create_batch(batch_id, n, source="in.jsonl", idempotency_key=None)
+    for seq in range(1, n + 1):
+        store.put_request(NewRequest(f"{batch_id}-{seq}", "a", [{"role": "user", "content": f"q{seq}"}],
+                                     batch_id=batch_id, seq=seq, custom_id=f"c{seq}"))
+
+
+def test_counters_move_with_each_status_change_and_sum_to_total(store: Store) -> None:
+    _queued(store, 3)
+    first = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert first is not None and first.status == "running" and first.attempts == 1
+    assert store.succeed(first, {"id": "x", "message": {"content": "A"}}, 12)
+    second = store.start(store.get("b1-2"))  # type: ignore[arg-type]
+    assert second is not None and store.fail(second, {"type": "BadRequestError", "message": "no"})
+    assert store.cancel(store.get("b1-3"))  # type: ignore[arg-type]
+    info = store.get_batch("b1")
+    assert info is not None and info.done
+    assert info.counts == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 1}
+
+
+def test_an_older_attempt_never_overwrites_a_newer_one(store: Store) -> None:
+    _queued(store, 1)
+    old = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert old is not None
+    new = store.start(store.get("b1-1"))  # type: ignore[arg-type]  # a redelivery takes over the lease
+    assert new is not None and new.attempts == 2
+    assert store.succeed(new, {"answer": "new"}, 5)
+    assert not store.succeed(old, {"answer": "old"}, 9)
+    assert not store.fail(old, {"type": "X", "message": "late"})
+    item = store.get("b1-1")
+    assert item is not None and item.answer == {"answer": "new"} and item.latency_ms == 5
+    assert store.get_batch("b1").counts["succeeded"] == 1  # type: ignore[union-attr]
+
+
+def test_ended_requests_cannot_start_again(store: Store) -> None:
+    _queued(store, 1)
+    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert running is not None and store.succeed(running, {"a": 1}, 1)
+    assert store.start(store.get("b1-1")) is None  # type: ignore[arg-type]
+
+
+def test_requeue_then_reset_bumps_the_generation(store: Store) -> None:
+    _queued(store, 1)
+    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert running is not None and store.requeue(running, {"type": "RateLimitError", "message": "slow"})
+    again = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert again is not None and store.fail(again, {"type": "X", "message": "no"})
+    reset = store.reset(store.get("b1-1"))  # type: ignore[arg-type]
+    assert reset is not None and reset.generation == 1 and reset.status == "queued"
+    assert store.get_batch("b1").counts["queued"] == 1  # type: ignore[union-attr]
+
+
+def test_large_answers_are_compressed_and_too_large_ones_fail_clearly(store: Store) -> None:
+    _queued(store, 2)
+    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert running is not None
+    big = {"message": {"content": "cited text " * (COMPRESS_ABOVE // 5)}}
+    assert store.succeed(running, big, 1)
+    assert store.get("b1-1").answer == big  # type: ignore[union-attr]
+    other = store.start(store.get("b1-2"))  # type: ignore[arg-type]
+    assert other is not None
+    import os
+
+    random_text = os.urandom(600_000).hex()  # incompressible and far beyond 400 KB
+    with pytest.raises(ItemTooLarge, match="more than the"):
+        store.succeed(other, {"message": {"content": random_text}}, 1)
+
+
+def test_pages_come_back_in_input_order(store: Store) -> None:
+    _queued(store, 25)
+    page, start = store.page("b1", limit=10)
+    assert [i.seq for i in page] == list(range(1, 11)) and start is not None
+    assert [i.custom_id for i in store.iter_batch("b1", page_size=7)] == [f"c{n}" for n in range(1, 26)]
+
+
+def test_idempotency_key_binds_once(store: Store) -> None:
+    assert store.claim_idempotency_key("k", "b-first") == "b-first"
+    assert store.claim_idempotency_key("k", "b-second") == "b-first"
+
+
+def test_put_requests_skips_existing_items(store: Store) -> None:
+    _queued(store, 2)
+    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    assert running is not None and store.succeed(running, {"a": 1}, 1)
+    store.put_requests([NewRequest("b1-1", "a", [{"content": "q"}], batch_id="b1", seq=1),
+                        NewRequest("b1-9", "a", [{"content": "q"}], batch_id="b1", seq=9)])
+    assert store.get("b1-1").status == "succeeded"  # type: ignore[union-attr]
+    assert store.get("b1-9").status == "queued"  # type: ignore[union-attr]
+
+
+def test_deliveries_are_appended(store: Store) -> None:
+    _queued(store, 1)
+    store.record_delivery("b1-1", {"attempt": 1, "status": 500})
+    store.record_delivery("b1-1", {"attempt": 2, "status": 200})
+    assert [d["status"] for d in store.get("b1-1").deliveries] == [500, 200]  # type: ignore[union-attr]
