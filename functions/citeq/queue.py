@@ -47,11 +47,18 @@ class Queue:
     ) -> None:
         self.url = url
         self.dlq_url = dlq_url
-        self.client: Any = client or boto3.client(
-            "sqs", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-        )
+        self._client = client
         self.sleep = sleep
         self.workers = workers
+
+    @property
+    def client(self) -> Any:
+        """The SQS client, made on first use."""
+        if self._client is None:
+            self._client = boto3.client(
+                "sqs", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+            )
+        return self._client
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:

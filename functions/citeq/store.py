@@ -40,6 +40,13 @@ GSI = "gsi1"
 Attr = dict[str, Any]
 
 
+def dynamodb_client() -> Any:
+    """A DynamoDB client with standard retries and a pool for concurrent records."""
+    return boto3.client(
+        "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+    )
+
+
 def now_iso(ts: float) -> str:
     """RFC 3339, milliseconds, UTC."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -214,11 +221,16 @@ class Store:
         ttl_days: int = 30,
     ) -> None:
         self.table = table
-        self.client: Any = client or boto3.client(
-            "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-        )
+        self._client = client
         self.clock = clock
         self.ttl_seconds = ttl_days * 86400
+
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client, made on first use (building one costs ~70 ms; a cold start may not need it)."""
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:

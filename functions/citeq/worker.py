@@ -18,13 +18,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from citeq.client import AssistantClient
 from citeq.errors import CiteqError, DeadlineExceeded, ItemTooLarge, ValidationError
-from citeq.messages import RequestMessage, decode
 from citeq.queue import Queue
 from citeq.store import NewRequest, RequestItem, Store
+
+if TYPE_CHECKING:
+    from citeq.messages import RequestMessage
 
 log = logging.getLogger(__name__)
 # Seconds kept back from the Lambda deadline for writing the result.
@@ -99,6 +101,9 @@ class Worker:
 
     def decode(self, delivery: Delivery) -> RequestMessage | None:
         """The message, or None after recording why it is malformed (such a message is never retried)."""
+        # pydantic (~65 ms to import) loads with the first record rather than with the worker module.
+        from citeq.messages import decode
+
         try:
             return decode(delivery.body)
         except ValidationError as exc:

@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
@@ -22,16 +22,17 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq.client import AssistantClient
 from citeq.config import Settings
-from citeq.messages import RequestMessage
 from citeq.queue import Queue
 from citeq.retry import RetryPolicy
-from citeq.store import Store
+from citeq.store import Store, dynamodb_client
 from citeq.worker import Delivery, RetryLater, Worker, deadline_from
+
+if TYPE_CHECKING:
+    from citeq.messages import RequestMessage
 
 logger = Logger(service="citeq-worker")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Citeq"), service="citeq-worker")
@@ -56,13 +57,15 @@ class _Metrics:
             metrics.add_metric(name=name, unit=unit, value=value)
 
 
-store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
+# One DynamoDB client for the store and the idempotency records (each client costs ~70 ms to build).
+dynamodb = dynamodb_client()
+store = Store(settings.table or "", client=dynamodb, ttl_days=settings.result_ttl_days)
 queue = Queue(settings.queue_url or "", dlq_url=settings.dlq_url)
 # In-process retries only for short waits; a longer Retry-After goes back to SQS as the message's visibility.
 client = AssistantClient(settings, policy=RetryPolicy(max_attempts=3, max_retry_after=5.0))
 worker = Worker(store, client, queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
 idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
-persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""))
+persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""), boto3_client=dynamodb)
 
 
 # Powertools' decorator is untyped; the wrapped signature is unchanged.
@@ -78,9 +81,8 @@ def answer_once(
 
 def handle_record(record: SQSRecord, deadline: float) -> dict[str, Any]:
     """One record, on a worker thread."""
-    parsed = SqsRecordModel.model_validate(record.raw_event)
     delivery = Delivery(
-        parsed.messageId, str(parsed.body), int(parsed.attributes.ApproximateReceiveCount), parsed.receiptHandle
+        record.message_id, record.body, int(record.attributes.approximate_receive_count), record.receipt_handle
     )
     message = worker.decode(delivery)
     if message is None:

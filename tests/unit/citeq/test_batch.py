@@ -14,12 +14,23 @@ def _jsonl(*rows: object) -> str:
 
 
 def test_valid_jsonl_keeps_input_order_and_fields() -> None:
-    parsed = parse(_jsonl(
-        {"custom_id": "a", "question": "Q1?", "model": "gpt-4o", "temperature": 0.2, "filter": {"k": "v"},
-         "metadata": {"team": "x"}, "callback_url": "https://example.com/cb"},
-        "",
-        {"custom_id": "b", "messages": [{"role": "user", "content": "Q2?"}], "assistant": "other-one"},
-    ), fmt="jsonl", default_assistant="main")
+    parsed = parse(
+        _jsonl(
+            {
+                "custom_id": "a",
+                "question": "Q1?",
+                "model": "gpt-4o",
+                "temperature": 0.2,
+                "filter": {"k": "v"},
+                "metadata": {"team": "x"},
+                "callback_url": "https://example.com/cb",
+            },
+            "",
+            {"custom_id": "b", "messages": [{"role": "user", "content": "Q2?"}], "assistant": "other-one"},
+        ),
+        fmt="jsonl",
+        default_assistant="main",
+    )
     assert parsed.errors == []
     first, second = parsed.items
     assert (first.custom_id, first.line, first.assistant) == ("a", 1, "main")
@@ -54,8 +65,11 @@ def test_every_bad_line_is_reported_with_its_number_and_reason(row: object, reas
 
 
 def test_duplicate_custom_id_names_the_first_line() -> None:
-    parsed = parse(_jsonl({"custom_id": "a", "question": "1"}, {"custom_id": "a", "question": "2"}), fmt="jsonl",
-                   default_assistant="main")
+    parsed = parse(
+        _jsonl({"custom_id": "a", "question": "1"}, {"custom_id": "a", "question": "2"}),
+        fmt="jsonl",
+        default_assistant="main",
+    )
     assert str(parsed.errors[0]) == "line 2: custom_id 'a' already used on line 1"
 
 
@@ -65,16 +79,19 @@ def test_missing_assistant_is_a_line_error() -> None:
 
 
 def test_csv_columns_json_cells_and_extra_columns_as_metadata() -> None:
-    text = ('custom_id,question,temperature,filter,team\n'
-            'a,What is PTO?,0.5,"{""kind"": ""manual""}",ops\n'
-            'b,,,,\n'
-            'c,Bad temperature?,hot,,\n')
+    text = (
+        "custom_id,question,temperature,filter,team\n"
+        'a,What is PTO?,0.5,"{""kind"": ""manual""}",ops\n'
+        "b,,,,\n"
+        "c,Bad temperature?,hot,,\n"
+    )
     parsed = parse(text, fmt="csv", default_assistant="main")
     assert [i.custom_id for i in parsed.items] == ["a"]
     assert parsed.items[0].options == {"temperature": 0.5, "filter": {"kind": "manual"}}
     assert parsed.items[0].metadata == {"team": "ops"}
     assert [(e.line, e.reason) for e in parsed.errors] == [
-        (3, "give exactly one of question or messages"), (4, "temperature must be a number"),
+        (3, "give exactly one of question or messages"),
+        (4, "temperature must be a number"),
     ]
 
 

@@ -38,27 +38,50 @@ def test_decode_rejects_clearly(body: str, reason: str) -> None:
 
 
 ANSWER = {
-    "id": "x", "model": "gpt-4o", "finish_reason": "stop", "message": {"role": "assistant", "content": "A. B."},
-    "citations": [{"position": 1, "references": [{"file": {"name": "g.pdf", "id": None, "signed_url": "https://s/g",
-                                                            "url_expires_at": None}, "pages": [2, 3]}]},
-                  {"position": 4, "references": [{"file": None, "pages": [], "missing_reference": 3}]}],
-    "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}, "raw_content": "...",
+    "id": "x",
+    "model": "gpt-4o",
+    "finish_reason": "stop",
+    "message": {"role": "assistant", "content": "A. B."},
+    "citations": [
+        {
+            "position": 1,
+            "references": [
+                {
+                    "file": {"name": "g.pdf", "id": None, "signed_url": "https://s/g", "url_expires_at": None},
+                    "pages": [2, 3],
+                }
+            ],
+        },
+        {"position": 4, "references": [{"file": None, "pages": [], "missing_reference": 3}]},
+    ],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    "raw_content": "...",
 }
 
 
 def _items() -> list[RequestItem]:
     return [
-        RequestItem("r1", "succeeded", "a", [{"content": "q1"}], {}, custom_id="c1", attempts=1, latency_ms=30,
-                    answer=ANSWER),
-        RequestItem("r2", "failed", "a", [{"content": "q2"}], {}, custom_id="c2", attempts=2,
-                    error={"type": "BadRequestError", "message": "bad model", "http_status": 400}),
+        RequestItem(
+            "r1", "succeeded", "a", [{"content": "q1"}], {}, custom_id="c1", attempts=1, latency_ms=30, answer=ANSWER
+        ),
+        RequestItem(
+            "r2",
+            "failed",
+            "a",
+            [{"content": "q2"}],
+            {},
+            custom_id="c2",
+            attempts=2,
+            error={"type": "BadRequestError", "message": "bad model", "http_status": 400},
+        ),
     ]
 
 
 def test_jsonl_export_lines() -> None:
     lines = [json.loads(line) for line in to_string(_items(), "jsonl").splitlines()]
-    assert [set(line) for line in lines] == [{"custom_id", "request_id", "status", "attempts", "latency_ms", "error",
-                                             "answer"}] * 2
+    assert [set(line) for line in lines] == [
+        {"custom_id", "request_id", "status", "attempts", "latency_ms", "error", "answer"}
+    ] * 2
     assert lines[0]["answer"] == ANSWER and lines[1]["error"]["http_status"] == 400
 
 
@@ -78,5 +101,7 @@ def test_progress_rate_eta_and_bar() -> None:
     view = Progress(_info({"queued": 50, "running": 10, "succeeded": 35, "failed": 5, "cancelled": 0}), 20.0)
     assert view.rate == 2.0 and view.eta == 30.0
     assert view.bar(10) == "[####......] 40/100 ok 35 failed 5 cancelled 0 | 2.0/s ETA 30s"
-    assert "ETA unknown" in Progress(_info({"queued": 3, "running": 0, "succeeded": 0, "failed": 0,
-                                            "cancelled": 0}), 5).summary()
+    assert (
+        "ETA unknown"
+        in Progress(_info({"queued": 3, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}), 5).summary()
+    )

@@ -16,8 +16,16 @@ def store(aws: dict[str, str]) -> Store:
 def _queued(store: Store, n: int, batch_id: str = "b1") -> None:
     store.create_batch(batch_id, n, source="in.jsonl", idempotency_key=None)
     for seq in range(1, n + 1):
-        store.put_request(NewRequest(f"{batch_id}-{seq}", "a", [{"role": "user", "content": f"q{seq}"}],
-                                     batch_id=batch_id, seq=seq, custom_id=f"c{seq}"))
+        store.put_request(
+            NewRequest(
+                f"{batch_id}-{seq}",
+                "a",
+                [{"role": "user", "content": f"q{seq}"}],
+                batch_id=batch_id,
+                seq=seq,
+                custom_id=f"c{seq}",
+            )
+        )
 
 
 def test_counters_move_with_each_status_change_and_sum_to_total(store: Store) -> None:
@@ -97,8 +105,12 @@ def test_put_requests_skips_existing_items(store: Store) -> None:
     _queued(store, 2)
     running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"a": 1}, 1)
-    store.put_requests([NewRequest("b1-1", "a", [{"content": "q"}], batch_id="b1", seq=1),
-                        NewRequest("b1-9", "a", [{"content": "q"}], batch_id="b1", seq=9)])
+    store.put_requests(
+        [
+            NewRequest("b1-1", "a", [{"content": "q"}], batch_id="b1", seq=1),
+            NewRequest("b1-9", "a", [{"content": "q"}], batch_id="b1", seq=9),
+        ]
+    )
     assert store.get("b1-1").status == "succeeded"  # type: ignore[union-attr]
     assert store.get("b1-9").status == "queued"  # type: ignore[union-attr]
 
