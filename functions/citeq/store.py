@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -412,6 +413,7 @@ class Store:
         *,
         lease: str | None = None,
         remove: Sequence[str] = (),
+        increment: Sequence[str] = (),
     ) -> bool:
         """Move ``item`` from its current status to ``to`` atomically with its batch's counters.
 
@@ -435,6 +437,11 @@ class Store:
             for index, name in enumerate(remove):
                 names[f"#r{index}"] = name
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        if increment:
+            for index, name in enumerate(increment):
+                names[f"#i{index}"] = name
+            values[":one"] = _n(1)
+            expression += " ADD " + ", ".join(f"#i{i} :one" for i in range(len(increment)))
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"pk": _s(f"REQ#{item.request_id}"), "sk": _s("REQ")},
@@ -456,33 +463,45 @@ class Store:
                     }
                 }
             )
-        try:
-            if len(actions) == 1:
-                self.client.update_item(**update)
-            else:
-                self.client.transact_write_items(TransactItems=actions)
-            return True
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ConditionalCheckFailedException":
-                return False
-            if code == "TransactionCanceledException":
-                reasons = exc.response.get("CancellationReasons") or []
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+        # Concurrent transactions on one batch's counter item can be cancelled as TransactionConflict:
+        # nothing was written, so try again (a few times, with jitter) before giving up.
+        for attempt in range(6):
+            try:
+                if len(actions) == 1:
+                    self.client.update_item(**update)
+                else:
+                    self.client.transact_write_items(TransactItems=actions)
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "ConditionalCheckFailedException":
                     return False
-            raise StoreError(f"DynamoDB status change to {to} failed: {code}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
+                if code == "TransactionCanceledException":
+                    reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                    if reasons and reasons[0] == "ConditionalCheckFailed":
+                        return False
+                    if "TransactionConflict" in reasons and attempt < 5:
+                        time.sleep(random.uniform(0, 0.05 * 2**attempt))
+                        continue
+                raise StoreError(f"DynamoDB status change to {to} failed: {code}") from exc
+            except BotoCoreError as exc:
+                raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
+        raise StoreError(f"DynamoDB status change to {to} kept conflicting")
 
     def start(self, item: RequestItem) -> RequestItem | None:
-        """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved."""
+        """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved.
+
+        ``item`` only needs the right ``status`` (and ``lease`` when running): the worker first tries with the
+        message's own data as a queued request, which saves a read in the common case.
+        """
         if item.status in TERMINAL:
             return None
         lease = secrets.token_hex(8)
         ts = self.clock()
         attempts = item.attempts + 1
-        sets = {"lease": _s(lease), "attempts": _n(attempts), "started_at": _s(now_iso(ts))}
-        if not self._transition(item, "running", sets, lease=item.lease if item.status == "running" else None):
+        sets = {"lease": _s(lease), "started_at": _s(now_iso(ts))}
+        held = item.lease if item.status == "running" else None
+        if not self._transition(item, "running", sets, lease=held, increment=["attempts"]):
             return None
         return RequestItem(
             **{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts, "started_at": now_iso(ts)}
@@ -499,7 +518,7 @@ class Store:
             "latency_ms": _n(latency_ms),
             "finished_at": _s(now_iso(self.clock())),
         }
-        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"] if item.error else ())
+        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"])
 
     def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
         """Record a final failure with its reason."""

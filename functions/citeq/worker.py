@@ -137,27 +137,11 @@ class Worker:
 
     def answer(self, message: RequestMessage, delivery: Delivery, deadline: float | None) -> dict[str, Any]:
         """Answer one request; returns a small summary (what idempotency stores). Raises RetryLater."""
-        item = self.store.get(message.request_id)
-        if item is None:
-            # A single request enqueued without its record (or after TTL): create it from the message.
-            self.store.put_request(
-                NewRequest(
-                    request_id=message.request_id,
-                    assistant=message.assistant,
-                    messages=[m.model_dump() for m in message.messages],
-                    options=message.options.model_dump(exclude_none=True),
-                    batch_id=message.batch_id,
-                    custom_id=message.custom_id,
-                    seq=message.seq,
-                    callback=message.callback.model_dump() if message.callback else None,
-                )
-            )
-            item = self.store.get(message.request_id)
-        if item is None or item.status in ("succeeded", "failed", "cancelled"):
-            return {"request_id": message.request_id, "status": "skipped"}
-        running = self.store.start(item)
+        running = self.store.start(self._as_queued(message))  # the common case, without a read first
         if running is None:
-            return {"request_id": message.request_id, "status": "skipped"}
+            running = self._start_slow(message)
+            if running is None:
+                return {"request_id": message.request_id, "status": "skipped"}
         started = self.clock()
         try:
             answer = self.client.chat(
@@ -187,6 +171,43 @@ class Worker:
                 self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
             self._finished(message.request_id)
         return {"request_id": message.request_id, "status": "succeeded" if stored else "skipped"}
+
+    @staticmethod
+    def _as_queued(message: RequestMessage) -> RequestItem:
+        return RequestItem(
+            request_id=message.request_id,
+            status="queued",
+            assistant=message.assistant,
+            messages=[m.model_dump() for m in message.messages],
+            options=message.options.model_dump(exclude_none=True),
+            batch_id=message.batch_id,
+            custom_id=message.custom_id,
+            seq=message.seq,
+            callback=message.callback.model_dump() if message.callback else None,
+        )
+
+    def _start_slow(self, message: RequestMessage) -> RequestItem | None:
+        """The request was not simply queued: read it, then start it if it is running (an abandoned attempt),
+        create it if it is missing (a single request enqueued without its record), or skip it if it ended."""
+        item = self.store.get(message.request_id)
+        if item is None:
+            queued = self._as_queued(message)
+            self.store.put_request(
+                NewRequest(
+                    request_id=queued.request_id,
+                    assistant=queued.assistant,
+                    messages=queued.messages,
+                    options=queued.options,
+                    batch_id=queued.batch_id,
+                    custom_id=queued.custom_id,
+                    seq=queued.seq,
+                    callback=queued.callback,
+                )
+            )
+            item = self.store.get(message.request_id)
+        if item is None or item.status in ("succeeded", "failed", "cancelled"):
+            return None
+        return self.store.start(item)
 
     def _failed_call(self, item: RequestItem, exc: CiteqError, delivery: Delivery, latency: int) -> dict[str, Any]:
         error = exc.to_dict()

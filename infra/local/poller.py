@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,15 +91,27 @@ class Poller:
         self._threads.clear()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                messages = self._gather()
-                if messages:
+        # Like the event source mapping's pollers, fetch the next batch while this slot's invocation runs.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="citeq-prefetch") as prefetch:
+            upcoming = prefetch.submit(self._gather)
+            while not self._stop.is_set():
+                try:
+                    messages = upcoming.result()
+                except Exception:  # a poller must survive anything SQS does
+                    log.exception("receiving a batch failed")
+                    self.stats.add(errors=1)
+                    time.sleep(0.5)
+                    messages = []
+                if self._stop.is_set():
+                    break  # a prefetched batch simply becomes visible again after its timeout
+                upcoming = prefetch.submit(self._gather)
+                if not messages:
+                    continue
+                try:
                     self.invoke(messages)
-            except Exception:  # a poller must survive anything one batch does
-                log.exception("poller iteration failed")
-                self.stats.add(errors=1)
-                time.sleep(0.5)
+                except Exception:  # ...and anything one invocation does
+                    log.exception("poller iteration failed")
+                    self.stats.add(errors=1)
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
         result = self.sqs.receive_message(

@@ -5,8 +5,8 @@ Lambda's SQS event-source semantics."""
 from __future__ import annotations
 
 import importlib
-import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,12 +14,12 @@ from typing import Any
 
 import boto3
 
-from infra.emulator import Backend, EmulatorServer, FaultConfig
-from infra.local.atomic import make_dynamodb_atomic
+from infra.emulator.process import EmulatorProcess
 from infra.local.poller import Poller
 from infra.local.template import TEMPLATE, create_resources, load, local_resources, worker_settings
 
-SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "samples" / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DOCS = ROOT / "samples" / "docs"
 REGION = "us-east-1"
 STACK_NAME = "citeq-local"
 FAKE_AWS = {
@@ -39,7 +39,6 @@ class LocalStack:
         *,
         docs: Path | None = SAMPLE_DOCS,
         assistant: str = "citeq-demo",
-        faults: FaultConfig | None = None,
         poll: bool = True,
         template: Path = TEMPLATE,
         worker_env: dict[str, str] | None = None,
@@ -48,7 +47,6 @@ class LocalStack:
     ) -> None:
         self.docs = docs
         self.assistant = assistant
-        self.faults = faults
         self.poll = poll
         self.template = load(template)
         self.settings = worker_settings(self.template)
@@ -62,27 +60,23 @@ class LocalStack:
         self.worker: ModuleType | None = None
         self._saved_env: dict[str, str | None] = {}
         self._moto: Any = None
-        self.emulator: EmulatorServer | None = None
+        self.emulator: EmulatorProcess | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStack:
         """Start moto, create the resources, start the emulator and the worker poller."""
-        from moto.server import ThreadedMotoServer
-
-        make_dynamodb_atomic()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self._moto = subprocess.Popen(
+            [sys.executable, "-m", "infra.local.moto_process"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert self._moto.stdout is not None
+        self.endpoint = self._moto.stdout.readline().strip()
+        if not self.endpoint.startswith("http://127.0.0.1:"):
+            self._moto.kill()
+            raise RuntimeError("moto server did not start")
         self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint})
         self._create_resources()
-        backend = Backend()
-        self.emulator = EmulatorServer(backend, faults=self.faults).start()
-        if self.docs:
-            backend.load_directory(self.assistant, self.docs)
-        else:
-            backend.ensure_assistant(self.assistant)
+        # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
+        self.emulator = EmulatorProcess(docs=self.docs, assistant=self.assistant).start()
         self._set_env(
             {
                 "CITEQ_TABLE": self.resources["ResultsTable"],
@@ -129,7 +123,8 @@ class LocalStack:
         if self.emulator:
             self.emulator.stop()
         if self._moto:
-            self._moto.stop()
+            self._moto.terminate()
+            self._moto.wait(10)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
