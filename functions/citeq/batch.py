@@ -124,7 +124,8 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
         yield number, record
 
 
-def _validate(number: int, record: Any, default_assistant: str | None) -> Item:
+def validate_item(number: int, record: Any, default_assistant: str | None) -> Item:
+    """One input record -> an Item, or ValidationError with the reason."""
     if not isinstance(record, dict):
         raise ValidationError("each line must be a JSON object")
     unknown = set(record) - KNOWN
@@ -204,7 +205,7 @@ def parse(text: str, *, fmt: str, default_assistant: str | None) -> Parsed:
         try:
             if isinstance(record, ValidationError):
                 raise record
-            item = _validate(number, record, default_assistant)
+            item = validate_item(number, record, default_assistant)
             if item.custom_id in seen:
                 raise ValidationError(f"custom_id {item.custom_id!r} already used on line {seen[item.custom_id]}")
             seen[item.custom_id] = number

@@ -77,6 +77,7 @@ class StreamChunk(NamedTuple):
     content: str | None = None
     finish_reason: str | None = None
     usage: UsageDict | None = None
+    raw: str | None = None  # the event's data as received (what a proxy relays)
 
 
 def messages_for(
@@ -370,6 +371,7 @@ def parse_chunk(data: str) -> StreamChunk | None:
             content=delta.get("content"),
             finish_reason=choice.get("finish_reason"),
             usage=usage_from(payload.get("usage")),
+            raw=data,
         )
     except (ValueError, AttributeError, TypeError, IndexError):
         log.debug("skipping a stream event that is not a JSON chunk")

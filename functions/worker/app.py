@@ -8,6 +8,7 @@ costs about its slowest answer. Each request runs under Powertools idempotency k
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.queue import Queue
 from citeq.retry import RetryPolicy
-from citeq.store import Store, dynamodb_client
+from citeq.store import RequestItem, Store, dynamodb_client
 from citeq.worker import Delivery, RetryLater, Worker, deadline_from
 
 if TYPE_CHECKING:
@@ -63,7 +64,16 @@ store = Store(settings.table or "", client=dynamodb, ttl_days=settings.result_tt
 queue = Queue(settings.queue_url or "", dlq_url=settings.dlq_url)
 # In-process retries only for short waits; a longer Retry-After goes back to SQS as the message's visibility.
 client = AssistantClient(settings, policy=RetryPolicy(max_attempts=3, max_retry_after=5.0))
-worker = Worker(store, client, queue, max_receives=MAX_RECEIVES, recorder=_Metrics())
+callback_queue = Queue(os.environ["CITEQ_CALLBACK_QUEUE_URL"]) if os.environ.get("CITEQ_CALLBACK_QUEUE_URL") else None
+
+
+def _request_callback(item: RequestItem) -> None:
+    """A finished request with a callback URL: queue its delivery (the callback function sends it)."""
+    if item.callback and callback_queue is not None:
+        callback_queue.send([(item.request_id, json.dumps({"request_id": item.request_id}))])
+
+
+worker = Worker(store, client, queue, max_receives=MAX_RECEIVES, recorder=_Metrics(), on_finished=_request_callback)
 idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""), boto3_client=dynamodb)
 

@@ -4,8 +4,11 @@ Lambda's SQS event-source semantics."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 import boto3
 
 from infra.emulator.process import EmulatorProcess
+from infra.local.apps import FunctionUrlAdapter, UvicornThread
 from infra.local.poller import Poller
 from infra.local.template import TEMPLATE, create_resources, load, local_resources, worker_settings
 
@@ -57,7 +61,15 @@ class LocalStack:
         self.env: dict[str, str] = {}
         self.resources: dict[str, str] = {}
         self.poller: Poller | None = None
+        self.callback_poller: Poller | None = None
         self.worker: ModuleType | None = None
+        self.callback: ModuleType | None = None
+        self.stream: UvicornThread | None = None
+        self.webhook: FunctionUrlAdapter | None = None
+        # Local secrets: a bearer key for the streaming routes, webhook secrets (two: rotation), a callback secret.
+        self.api_key = "citeq-local-" + secrets.token_hex(8)
+        self.webhook_secrets = ["whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() for _ in range(2)]
+        self.callback_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self._saved_env: dict[str, str | None] = {}
         self._moto: Any = None
         self.emulator: EmulatorProcess | None = None
@@ -90,10 +102,20 @@ class LocalStack:
                 "POWERTOOLS_TRACE_DISABLED": "1",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
                 **{k: str(v) for k, v in self.settings.environment.items() if isinstance(v, str | int)},
+                "CITEQ_CALLBACK_QUEUE_URL": self.resources["CallbackQueue"],
+                "CITEQ_CALLBACK_SECRET": self.callback_secret,
+                "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1,localhost",
+                "CITEQ_WEBHOOK_SECRETS": ",".join(self.webhook_secrets),
+                "CITEQ_API_KEY_HASHES": hashlib.sha256(self.api_key.encode()).hexdigest(),
                 **self.worker_env,
             }
         )
-        self.worker = self._load_worker()
+        self.worker = self._load("worker.app")
+        self.callback = self._load("callback.app")
+        self.stream = UvicornThread(self._load("stream.app").app).start()
+        self.webhook = FunctionUrlAdapter(self._load("webhook.app").lambda_handler).start()
+        self.env["CITEQ_STREAM_URL"] = self.stream.url
+        self.env["CITEQ_WEBHOOK_URL"] = self.webhook.url
         if self.poll:
             self.start_poller()
         return self
@@ -114,12 +136,31 @@ class LocalStack:
             timeout=self.settings.timeout,
             region=REGION,
         ).start()
+        # The callback function's SQS event source (template: BatchSize 10, window 1 s, timeout 30 s).
+        assert self.callback is not None
+        callback_url = self.resources["CallbackQueue"]
+        attrs = sqs.get_queue_attributes(QueueUrl=callback_url, AttributeNames=["QueueArn"])["Attributes"]
+        self.callback_poller = Poller(
+            sqs,
+            callback_url,
+            attrs["QueueArn"],
+            self.callback.lambda_handler,
+            batch_size=10,
+            window=0.2,
+            max_concurrency=2,
+            timeout=30,
+            region=REGION,
+        ).start()
         return self.poller
 
     def stop(self) -> None:
         """Stop everything and restore the environment."""
-        if self.poller:
-            self.poller.stop()
+        for poller in (self.poller, self.callback_poller):
+            if poller:
+                poller.stop()
+        for app in (self.stream, self.webhook):
+            if app:
+                app.stop()
         if self.emulator:
             self.emulator.stop()
         if self._moto:
@@ -157,11 +198,12 @@ class LocalStack:
                 QueueUrl=self.queue_url, Attributes={"VisibilityTimeout": str(self.visibility_timeout)}
             )
 
-    def _load_worker(self) -> ModuleType:
-        """Import (or re-import, after the environment changed) the worker's Lambda module."""
-        if "worker.app" in sys.modules:
-            return importlib.reload(sys.modules["worker.app"])
-        return importlib.import_module("worker.app")
+    @staticmethod
+    def _load(module: str) -> ModuleType:
+        """Import (or re-import, after the environment changed) a function's module."""
+        if module in sys.modules:
+            return importlib.reload(sys.modules[module])
+        return importlib.import_module(module)
 
     # ------------------------------------------------------------------ conveniences
     @property
@@ -191,4 +233,7 @@ class LocalStack:
             "CITEQ_PINECONE_HOST",
             "PINECONE_API_KEY",
         ]
-        return "\n".join(f"export {k}={self.env[k]}" for k in keys if k in self.env)
+        lines = [f"export {k}={self.env[k]}" for k in keys if k in self.env]
+        lines.append(f"# bearer key for the stream URL: {self.api_key}")
+        lines.append(f"# webhook secrets: {', '.join(self.webhook_secrets)}")
+        return "\n".join(lines)

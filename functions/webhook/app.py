@@ -1,0 +1,83 @@
+"""Inbound webhooks behind a function URL (AuthType NONE, buffered): verify, dedupe, enqueue, 202.
+
+``POST /v1/webhooks`` with Standard Webhooks headers and a JSON body holding a question (or messages), an
+optional assistant/model/temperature/filter/metadata/custom_id, and the ``callback_url`` where the answer goes.
+A repeated ``webhook-id`` is the same request: same request id, nothing enqueued twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from citeq import intake
+from citeq.config import Settings
+from citeq.errors import ValidationError, WebhookError
+from citeq.queue import Queue
+from citeq.store import Store
+from citeq.webhooks import verify
+
+logger = Logger(service="citeq-webhook")
+settings = Settings.from_env()
+settings.require("table", "queue_url")
+SECRETS = [s.strip() for s in os.environ.get("CITEQ_WEBHOOK_SECRETS", "").split(",") if s.strip()]
+MAX_BODY_BYTES = 256 * 1024
+store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
+queue = Queue(settings.queue_url or "")
+app = LambdaFunctionUrlResolver()
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body))
+
+
+@app.post("/v1/webhooks")
+def receive() -> Response[str]:
+    """Verify the signature, then enqueue the request (or find the one this webhook id made before)."""
+    event = app.current_event
+    raw = event.body or ""
+    try:
+        body = base64.b64decode(raw, validate=True) if event.is_base64_encoded else raw.encode()
+    except (binascii.Error, ValueError):
+        return _json(400, {"error": "body is not valid base64"})
+    if len(body) > MAX_BODY_BYTES:
+        return _json(413, {"error": f"body is larger than {MAX_BODY_BYTES} bytes"})
+    if not SECRETS:
+        return _json(503, {"error": "no webhook secret is configured"})
+    try:
+        webhook_id = verify(SECRETS, event.headers, body, now=time.time())
+    except WebhookError as exc:
+        logger.info("webhook rejected: %s", exc)
+        return _json(401, {"error": str(exc)})
+    try:
+        payload = json.loads(body)
+        request_id = "wh_" + hashlib.sha256(webhook_id.encode()).hexdigest()[:24]
+        accepted = intake.enqueue(
+            payload,
+            store=store,
+            queue=queue,
+            default_assistant=settings.assistant,
+            request_id=request_id,
+            require_callback=True,
+        )
+    except ValueError as exc:
+        return _json(400, {"error": f"body is not JSON: {exc}"})
+    except ValidationError as exc:
+        return _json(400, {"error": str(exc)})
+    logger.info("webhook accepted", extra={"request_id": accepted.request_id, "duplicate": accepted.duplicate})
+    return _json(202, {"request_id": accepted.request_id, "status": "queued", "duplicate": accepted.duplicate})
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Function URL event (payload v2.0) in, HTTP response out."""
+    return app.resolve(event, context)
