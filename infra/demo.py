@@ -2,7 +2,9 @@
 
 1. the emulator on the sample documents: three questions through the openai SDK;
 2. the batch pipeline: samples/questions.jsonl -> ``citeq batch submit --wait`` (progress bar) -> results
-   with citations printed, and exported to out/results.jsonl and out/results.csv.
+   with citations printed, and exported to out/results.jsonl and out/results.csv;
+3. one answer streamed live through the stream function, and one signed webhook whose signed callback
+   lands on a local receiver.
 """
 
 from __future__ import annotations
@@ -76,12 +78,89 @@ def batch_pipeline(factory: Factory, out_dir: Path) -> None:
     citeq(["batch", "status", batch_id], factory=factory)
 
 
+def streaming_and_webhook(stack: LocalStack) -> None:
+    """Section 3: one answer streamed live through the stream app; one signed webhook with a callback."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+    from standardwebhooks import Webhook
+
+    from citeq.webhooks import sign
+
+    assert stack.stream is not None and stack.webhook is not None
+    _heading("streamed live through the stream function (openai SDK -> stream app -> assistant)")
+    client = OpenAI(api_key=stack.api_key, base_url=f"{stack.stream.url}/assistant/chat/{stack.assistant}")
+    question = "How long are failed webhook deliveries retried?"
+    print(f"Q: {question}\nA: ", end="", flush=True)
+    final: dict[str, object] = {}
+    in_references = False  # the References list is streamed too; the final chunk has it as structure
+    for chunk in client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": question}], stream=True
+    ):
+        content = chunk.choices[0].delta.content if chunk.choices else None
+        if content and not in_references:
+            in_references = "References:" in content
+            print(content.split("\n\nReferences:")[0], end="", flush=True)
+        final = chunk.model_extra or final
+    citeq_answer = final.get("citeq") if isinstance(final, dict) else None
+    if isinstance(citeq_answer, dict):
+        print(f"\n   (final chunk carries the answer object: {len(citeq_answer['citations'])} structured citations)")
+
+    _heading("a signed webhook in, a signed callback out")
+    received: list[dict[str, object]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(Webhook(stack.callback_secret).verify(body.decode(), dict(self.headers.items())))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    callback = f"http://127.0.0.1:{server.server_address[1]}/citeq-callback"
+    body = json.dumps(
+        {
+            "question": "How many days of paid time off do employees accrue?",
+            "callback_url": callback,
+            "custom_id": "ticket-9120",
+            "metadata": {"ticket": "9120"},
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        **sign(stack.webhook_secrets[0], "msg_demo_1", int(time.time()), body),
+    }
+    accepted = requests.post(f"{stack.webhook.url}/v1/webhooks", data=body, headers=headers, timeout=10)
+    print(f"POST /v1/webhooks -> {accepted.status_code} {accepted.json()}")
+    deadline = time.monotonic() + 30
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    server.shutdown()
+    if received:
+        got = received[0]
+        answer = got.get("answer") if isinstance(got.get("answer"), dict) else {}
+        print(
+            f"callback verified (Standard Webhooks): {got['status']} for {got['custom_id']} "
+            f"{got['metadata']}: {str(answer.get('message', {}).get('content', ''))[:100]}..."
+        )  # type: ignore[union-attr]
+    else:
+        print("no callback arrived within 30 s")
+
+
 def main() -> int:
     """Run the demo; returns the exit code."""
     with LocalStack() as stack:
         print(f"local stack: moto on {stack.endpoint}, emulator on {stack.emulator.url if stack.emulator else '?'}")
         openai_questions(stack)
         batch_pipeline(Factory(Settings.from_env()), ROOT / "out")
+        streaming_and_webhook(stack)
     return 0
 
 

@@ -312,8 +312,14 @@ class AssistantClient:
         filter: Mapping[str, Any] | None = None,
         deadline: float | None = None,
         keep_text: bool = True,
+        reopen: bool = True,
     ) -> ChatStream:
-        """A streamed answer; use as a context manager and iterate chunks or ``events()``."""
+        """A streamed answer; use as a context manager and iterate chunks or ``events()``.
+
+        With ``reopen`` (the default) a stream that breaks before its first content byte is opened again, so
+        chunks before the first content are held until it comes; a relay passes ``reopen=False`` to forward
+        every chunk the moment it arrives.
+        """
         request = self._request_for(question, messages, assistant, model, temperature, filter)
         url = self._chat_url(request.assistant, deadline)
 
@@ -331,7 +337,7 @@ class AssistantClient:
                 f"stream {request.assistant}",
             )
 
-        return ChatStream(open_stream, keep_text=keep_text, reopens=self.policy.max_attempts - 1)
+        return ChatStream(open_stream, keep_text=keep_text, reopens=self.policy.max_attempts - 1 if reopen else 0)
 
 
 def answer_from_completion(payload: Any) -> Answer:
@@ -436,8 +442,8 @@ class ChatStream:
                 try:
                     for chunk in self._raw_chunks(self._response):
                         self._note(chunk)
-                        if not started and not chunk.content:
-                            held.append(chunk)
+                        if not started and not chunk.content and self._reopens > 0:
+                            held.append(chunk)  # a reopen would resend these: hold them until content arrives
                             continue
                         started = True
                         yield from held

@@ -145,7 +145,7 @@ async def chat_completions(request: Request) -> Response:
         if not body.get("stream"):
             answer = await run_in_threadpool(lambda: client().chat(**kwargs))
             return JSONResponse(_completion_body(answer))
-        stream = await run_in_threadpool(lambda: client().stream(**kwargs))
+        stream = await run_in_threadpool(lambda: client().stream(**kwargs, reopen=False))
     except ValidationError as exc:
         return _error(400, str(exc))
     except APIStatusError as exc:

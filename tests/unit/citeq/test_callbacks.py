@@ -11,8 +11,9 @@ def _resolves_to(address: str) -> Any:
     return lambda host, port: [(2, 1, 6, "", (address, port))]
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254",
-                                     "::1", "fe80::1", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"]
+)
 def test_internal_addresses_are_refused(address: str) -> None:
     with pytest.raises(UnsafeURL, match="non-public"):
         check_url("https://hooks.example.com/x", (), _resolves_to(address))

@@ -45,8 +45,11 @@ def test_signed_event_is_accepted_stored_and_enqueued(app: ModuleType, worker_en
     assert response["statusCode"] == 202
     body = json.loads(response["body"])
     item = Store(worker_env["CITEQ_TABLE"]).get(body["request_id"])
-    assert item is not None and item.custom_id == "ticket-9120" and item.callback == {
-        "url": "https://hooks.example.com/citeq"}
+    assert (
+        item is not None
+        and item.custom_id == "ticket-9120"
+        and item.callback == {"url": "https://hooks.example.com/citeq"}
+    )
     messages = boto3.client("sqs").receive_message(QueueUrl=worker_env["CITEQ_QUEUE_URL"])["Messages"]
     assert json.loads(messages[0]["Body"])["request_id"] == body["request_id"]
 
