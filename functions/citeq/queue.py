@@ -9,10 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
+from citeq import aws
 from citeq.errors import StoreError
 
 # SQS accepts bodies up to 1 MiB (the queue's MaximumMessageSize is set to that in template.yaml).
@@ -55,19 +52,11 @@ class Queue:
     def client(self) -> Any:
         """The SQS client, made on first use."""
         if self._client is None:
-            self._client = boto3.client(
-                "sqs", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-            )
+            self._client = aws.client("sqs")
         return self._client
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.client, operation)(**kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise StoreError(f"SQS {operation} failed: {code}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"SQS {operation} failed: {type(exc).__name__}") from exc
+        return aws.call(self.client, "sqs", operation, **kwargs)
 
     def send(self, messages: Sequence[tuple[str, str]], *, url: str | None = None) -> None:
         """Send ``(id, body)`` pairs; ids must be unique within a call of 10. Raises if some never went."""

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from citeq import aws
 from citeq.errors import ItemTooLarge, StoreError
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -43,9 +42,7 @@ Attr = dict[str, Any]
 
 def dynamodb_client() -> Any:
     """A DynamoDB client with standard retries and a pool for concurrent records."""
-    return boto3.client(
-        "dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-    )
+    return aws.client("dynamodb")
 
 
 def now_iso(ts: float) -> str:
@@ -234,13 +231,7 @@ class Store:
         return self._client
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.client, operation)(**kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise StoreError(f"DynamoDB {operation} failed: {code}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"DynamoDB {operation} failed: {type(exc).__name__}") from exc
+        return aws.call(self.client, "dynamodb", operation, **kwargs)
 
     def _expires(self) -> Attr:
         return _n(int(self.clock()) + self.ttl_seconds)
