@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -298,3 +299,33 @@ def test_callback_is_signed_retried_after_a_failure_and_recorded(stack: LocalSta
     wait_until(lambda: len(store.get(request_id).deliveries) == 2, what="deliveries recorded")  # type: ignore[union-attr]
     attempts = store.get(request_id).deliveries  # type: ignore[union-attr]
     assert [(d["attempt"], d["status"]) for d in attempts] == [(1, 500), (2, 200)]
+
+
+def test_request_stream_sends_heartbeats_while_queued(stack: LocalStack, emu: Admin) -> None:
+    assert stack.stream is not None and stack.poller is not None
+    stream_app = sys.modules["stream.app"]
+    real_handler, real_beat = stack.poller.handler, stream_app.HEARTBEAT_SECONDS
+    # Keep the request queued (every record handed back) and beat every 0.2 s instead of 15 s.
+    stack.poller.handler = lambda event, context: {
+        "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
+    }
+    stream_app.HEARTBEAT_SECONDS = 0.2
+    try:
+        created = requests.post(
+            f"{stack.stream.url}/v1/requests", json={"question": QUESTION}, headers=_auth(stack), timeout=10
+        ).json()
+        raw = b""
+        with requests.get(
+            f"{stack.stream.url}/v1/requests/{created['request_id']}/stream",
+            headers=_auth(stack),
+            stream=True,
+            timeout=30,
+        ) as response:
+            for data in response.iter_content(chunk_size=None):
+                raw += data
+                if raw.count(b": heartbeat") >= 2:
+                    break
+    finally:
+        stack.poller.handler, stream_app.HEARTBEAT_SECONDS = real_handler, real_beat
+    assert b"event: status" in raw and b'"queued"' in raw
+    assert raw.count(b": heartbeat\n\n") >= 2
