@@ -57,7 +57,7 @@ def test_json_is_flattened_into_sentences_and_bad_json_fails_processing() -> Non
     assert pages == [(None, "Pro price: 10.")]
     backend = Backend()
     backend.create_assistant("j")
-    file, op = backend.upload_file("j", "broken.json", b"{nope")
+    file, _ = backend.upload_file("j", "broken.json", b"{nope")
     assert file.status(backend.clock()) == "ProcessingFailed" and "not valid JSON" in (file.error_message or "")
     with pytest.raises(InvalidArgument, match="doesn't contain any files"):
         backend.answer("j", [{"content": "anything?"}])
