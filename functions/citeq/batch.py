@@ -26,6 +26,9 @@ from citeq.store import NewRequest, RequestItem, Store
 # A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
 MAX_QUESTION_BYTES = 200_000
 MAX_CUSTOM_ID = 256
+# Requests stored and sent per step of a submission (a multiple of 25 and of 10: whole BatchWriteItem and
+# SendMessageBatch calls).
+SUBMIT_SLICE = 100
 KNOWN = frozenset(
     {"custom_id", "question", "messages", "assistant", "model", "temperature", "filter", "metadata", "callback_url"}
 )
@@ -332,8 +335,10 @@ def submit(
         )
     if store.get_batch(batch_id) is None:
         store.create_batch(batch_id, len(items), source=source, idempotency_key=key)
-    store.put_requests(requests)
-    queue.send(bodies)
+    # Store and send in slices, so the first answers are being worked on while the rest is still submitted.
+    for start in range(0, len(requests), SUBMIT_SLICE):
+        store.put_requests(requests[start : start + SUBMIT_SLICE])
+        queue.send(bodies[start : start + SUBMIT_SLICE])
     store.mark_batch_submitted(batch_id)
     return Submitted(batch_id, len(items), len(bodies), parsed.errors, reused=False)
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import boto3
 
@@ -71,21 +70,17 @@ class LocalStack:
         self.webhook_secrets = ["whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() for _ in range(2)]
         self.callback_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self._saved_env: dict[str, str | None] = {}
-        self._moto: Any = None
+        self._motos: list[subprocess.Popen[str]] = []
         self.emulator: EmulatorProcess | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStack:
         """Start moto, create the resources, start the emulator and the worker poller."""
-        self._moto = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.moto_process"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert self._moto.stdout is not None
-        self.endpoint = self._moto.stdout.readline().strip()
-        if not self.endpoint.startswith("http://127.0.0.1:"):
-            self._moto.kill()
-            raise RuntimeError("moto server did not start")
-        self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint})
+        # Two moto servers, one for DynamoDB (and everything else) and one for SQS: each moto process is
+        # bound to one core by its GIL, and AWS is not one process either. Services never talk to each other.
+        self.endpoint = self._start_moto()
+        self.sqs_endpoint = self._start_moto()
+        self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint})
         self._create_resources()
         # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
         self.emulator = EmulatorProcess(docs=self.docs, assistant=self.assistant).start()
@@ -163,9 +158,9 @@ class LocalStack:
                 app.stop()
         if self.emulator:
             self.emulator.stop()
-        if self._moto:
-            self._moto.terminate()
-            self._moto.wait(10)
+        for moto in self._motos:
+            moto.terminate()
+            moto.wait(10)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -185,14 +180,32 @@ class LocalStack:
             os.environ[name] = value
             self.env[name] = value
 
-    def _create_resources(self) -> None:
-        """Create the template's own queue and table definitions in moto through CloudFormation."""
-        self.resources = create_resources(
-            local_resources(self.template),
-            cloudformation=boto3.client("cloudformation", region_name=REGION),
-            dynamodb=boto3.client("dynamodb", region_name=REGION),
-            stack_name=STACK_NAME,
+    def _start_moto(self) -> str:
+        moto = subprocess.Popen(
+            [sys.executable, "-m", "infra.local.moto_process"], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
+        self._motos.append(moto)
+        assert moto.stdout is not None
+        endpoint = moto.stdout.readline().strip()
+        if not endpoint.startswith("http://127.0.0.1:"):
+            raise RuntimeError("moto server did not start")
+        return endpoint
+
+    def _create_resources(self) -> None:
+        """Create the template's own queue and table definitions in moto through CloudFormation (the queues
+        in the SQS server's moto, the tables in the other)."""
+        body = local_resources(self.template)
+        self.resources = {}
+        for endpoint, kind in ((self.sqs_endpoint, "AWS::SQS::Queue"), (self.endpoint, "AWS::DynamoDB::Table")):
+            part = {**body, "Resources": {k: v for k, v in body["Resources"].items() if v["Type"] == kind}}
+            self.resources.update(
+                create_resources(
+                    part,
+                    cloudformation=boto3.client("cloudformation", region_name=REGION, endpoint_url=endpoint),
+                    dynamodb=boto3.client("dynamodb", region_name=REGION),
+                    stack_name=STACK_NAME,
+                )
+            )
         if self.visibility_timeout is not None:
             boto3.client("sqs", region_name=REGION).set_queue_attributes(
                 QueueUrl=self.queue_url, Attributes={"VisibilityTimeout": str(self.visibility_timeout)}
