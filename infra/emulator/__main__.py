@@ -19,6 +19,7 @@ from typing import Any
 from infra.emulator.faults import FaultConfig
 from infra.emulator.models import Backend
 from infra.emulator.server import DEFAULT_API_KEY, EmulatorServer
+from infra.lifetime import exit_with_parent
 
 _FAULT_FLAGS: dict[str, tuple[type, str]] = {
     "latency_ms": (float, "added latency per request, ms"),
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--processing-seconds", type=float, default=0.0)
     parser.add_argument("--citation-style", choices=("pp", "p"), default="pp")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process is gone")
     for name, (kind, help_text) in _FAULT_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=_env_default(name, kind), help=help_text)
     parser.add_argument("--text-plain-errors", action="store_true", default=_env_default("text_plain_errors", bool))
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         backend.ensure_assistant(args.assistant)
     stop = threading.Event()
+    if args.exit_with_parent:
+        exit_with_parent(stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
     print(server.url, flush=True)

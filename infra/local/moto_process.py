@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 
+from infra.lifetime import exit_with_parent
 from infra.local.atomic import make_dynamodb_atomic
 
 
@@ -26,6 +27,7 @@ def main() -> int:
     host, bound = server.get_host_and_port()
     print(f"http://{host}:{bound}", flush=True)
     stop = threading.Event()
+    exit_with_parent(stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()

@@ -5,6 +5,7 @@ Lambda's SQS event-source semantics."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib
 import os
@@ -149,17 +150,14 @@ class LocalStack:
         return self.poller
 
     def stop(self) -> None:
-        """Stop everything and restore the environment."""
-        for poller in (self.poller, self.callback_poller):
-            if poller:
-                poller.stop()
-        for app in (self.stream, self.webhook):
-            if app:
-                app.stop()
-        if self.emulator:
-            self.emulator.stop()
+        """Stop everything (each part even if another fails to stop) and restore the environment."""
+        stoppers = [p.stop for p in (self.poller, self.callback_poller) if p]
+        stoppers += [a.stop for a in (self.stream, self.webhook, self.emulator) if a]
+        stoppers += [moto.terminate for moto in self._motos]
+        with contextlib.ExitStack() as stack:
+            for stop in reversed(stoppers):  # ExitStack runs callbacks last-in, first-out
+                stack.callback(stop)
         for moto in self._motos:
-            moto.terminate()
             moto.wait(10)
         for name, value in self._saved_env.items():
             if value is None:
