@@ -162,14 +162,14 @@ class Worker:
         except ItemTooLarge as exc:
             self.store.fail(running, exc.to_dict(), latency)
             self.recorder.metric("Failed", "Count", 1)
-            self._finished(message.request_id)
+            self._finished(running)
             return {"request_id": message.request_id, "status": "failed"}
         if stored:
             self.recorder.metric("Answered", "Count", 1)
             if answer.usage:
                 self.recorder.metric("PromptTokens", "Count", answer.usage["prompt_tokens"])
                 self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
-            self._finished(message.request_id)
+            self._finished(running)
         return {"request_id": message.request_id, "status": "succeeded" if stored else "skipped"}
 
     @staticmethod
@@ -215,13 +215,13 @@ class Worker:
             self.store.fail(item, error, latency)
             self.recorder.metric("Failed", "Count", 1)
             log.info("request %s failed: %s", item.request_id, error["message"])
-            self._finished(item.request_id)
+            self._finished(item)
             return {"request_id": item.request_id, "status": "failed"}
         if delivery.receive_count >= self.max_receives:
             final = {**error, "message": f"gave up after {delivery.receive_count} deliveries: {error['message']}"}
             self.store.fail(item, final, latency)
             self.recorder.metric("Failed", "Count", 1)
-            self._finished(item.request_id)
+            self._finished(item)
             # Still reported as a failure, so SQS moves the message to the DLQ where `citeq dlq` shows it.
             raise RetryLater(str(final["message"]), 0)
         self.store.requeue(item, error)
@@ -230,12 +230,13 @@ class Worker:
         log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
         raise RetryLater(str(error["message"]), delay)
 
-    def _finished(self, request_id: str) -> None:
-        if self.on_finished is None:
+    def _finished(self, item: RequestItem) -> None:
+        """Tell ``on_finished`` about a request that ended (read back only when it has a callback to send)."""
+        if self.on_finished is None or not item.callback:
             return
-        item = self.store.get(request_id)
-        if item is not None:
-            self.on_finished(item)
+        stored = self.store.get(item.request_id)
+        if stored is not None:
+            self.on_finished(stored)
 
     def hand_back(self, delivery: Delivery, retry: RetryLater) -> None:
         """Make the message visible again after the retry delay."""
