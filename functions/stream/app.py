@@ -23,11 +23,11 @@ import hmac
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -153,19 +153,24 @@ async def chat_completions(request: Request) -> Response:
     except CiteqError as exc:
         return _error(502, f"the assistant could not be reached: {type(exc).__name__}", "UNAVAILABLE")
 
-    def relay() -> Iterator[bytes]:
-        with stream:
-            for chunk in stream:
+    async def relay() -> AsyncIterator[bytes]:
+        chunks = iter(stream)
+        try:
+            while True:
+                chunk = await run_in_threadpool(next, chunks, None)
+                if chunk is None:
+                    break
                 yield b"data: " + (chunk.raw or "").encode() + b"\n\n"
-            answer = stream.answer()
+            answer = await run_in_threadpool(stream.answer)
             final = {"id": answer.id, "choices": [], "model": answer.model, "citeq": answer.to_dict()}
             yield b"data: " + json.dumps(final).encode() + b"\n\n"
+        finally:
+            # Runs when the client disconnects too (the response task is cancelled): closing the upstream
+            # connection now stops the assistant's work instead of leaving it to the garbage collector.
+            stream.close()
 
-    # A client that disconnects makes Starlette stop iterating: the generator closes, and so does the upstream.
     return StreamingResponse(
-        iterate_in_threadpool(relay()),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 

@@ -55,7 +55,7 @@ class Counters:
         with self._lock:
             self._data[route][assistant or "-"]["total"] += 1
 
-    def answered(self, route: str, assistant: str | None, status: int) -> None:
+    def answered(self, route: str, assistant: str | None, status: int | str) -> None:
         """Count the status a request was answered with (before the client can see it)."""
         with self._lock:
             self._data[route][assistant or "-"][str(status)] += 1
@@ -97,9 +97,11 @@ class _Handler(BaseHTTPRequestHandler):
     # so a client that has its response can rely on the counters including it.
     _count_as: tuple[str, str | None] | None = None
 
+    _route: tuple[str, str | None] | None = None
+
     def _count(self, route: str, assistant: str | None) -> None:
         self.server.counters.received(route, assistant)
-        self._count_as = (route, assistant)
+        self._count_as = self._route = (route, assistant)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         if self._count_as is not None:
@@ -241,7 +243,14 @@ class _Handler(BaseHTTPRequestHandler):
             if sent and config.chunk_delay_ms:
                 time.sleep(config.chunk_delay_ms / 1000)
             payload = event if isinstance(event, str) else json.dumps(event)
-            self._chunk(prefix + payload.encode() + b"\n\n")
+            try:
+                self._chunk(prefix + payload.encode() + b"\n\n")
+            except OSError:
+                # The client went away mid-stream: counted as "disconnected" so tests can see it.
+                if self._route is not None:
+                    self.server.counters.answered(*self._route, "disconnected")
+                self.close_connection = True
+                return response.status
         if config.stream_done:
             self._chunk(prefix + b"[DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")

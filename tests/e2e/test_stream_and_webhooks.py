@@ -329,3 +329,24 @@ def test_request_stream_sends_heartbeats_while_queued(stack: LocalStack, emu: Ad
         stack.poller.handler, stream_app.HEARTBEAT_SECONDS = real_handler, real_beat
     assert b"event: status" in raw and b'"queued"' in raw
     assert raw.count(b": heartbeat\n\n") >= 2
+
+
+def test_client_disconnect_closes_the_upstream_stream(stack: LocalStack, emu: Admin) -> None:
+    assert stack.stream is not None
+    emu.faults(chunk_delay_ms=100, answer_repeat=50)  # about 1,500 chunks: two and a half minutes if left running
+    with requests.post(
+        f"{stack.stream.url}/assistant/chat/{ASSISTANT}/chat/completions",
+        headers=_auth(stack),
+        json={"messages": [{"content": QUESTION}], "stream": True},
+        stream=True,
+        timeout=30,
+    ) as response:
+        for count, _ in enumerate(response.iter_content(chunk_size=None)):
+            if count == 3:
+                break
+    # The app notices, closes its upstream connection, and the emulator's next write fails within a chunk or two.
+    wait_until(
+        lambda: emu.count("chat_completions", status="disconnected") == 1,
+        timeout=10,
+        what="the upstream stream to be closed",
+    )
