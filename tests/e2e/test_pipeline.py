@@ -166,9 +166,13 @@ def test_exhausted_retries_fail_with_reason_land_in_dlq_and_redrive(
     letters = dlq.show(store=store, queue=queue)
     assert [(letter.request_id, letter.row()["status"]) for letter in letters] == [(item.request_id, "failed")]
     assert "gave up after 6 deliveries" in letters[0].row()["reason"]
+    code, out = _cli(["dlq", "show", "--json"])  # listing leaves the message in the DLQ
+    assert code == EXIT_OK and json.loads(out)["request_id"] == item.request_id
+    wait_until(lambda: queue.depth(stack.dlq_url)["visible"] == 1, what="message visible again after listing")
 
     emu.faults()  # the assistant recovers
-    assert dlq.redrive(store=store, queue=queue) == 1
+    code, out = _cli(["dlq", "redrive"])
+    assert (code, out.strip()) == (EXIT_OK, "moved 1 messages back to the queue")
     wait_until(finished(store, batch_id), what="redriven request answered")
     wait_until(lambda: store.get(item.request_id).status == "succeeded", what="succeeded")  # type: ignore[union-attr]
     assert assert_counts_sum(store, batch_id)["succeeded"] == 1
