@@ -216,11 +216,13 @@ class Store:
         *,
         client: Any = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         ttl_days: int = 30,
     ) -> None:
         self.table = table
         self._client = client
         self.clock = clock
+        self.sleep = sleep
         self.ttl_seconds = ttl_days * 86400
 
     @property
@@ -368,7 +370,7 @@ class Store:
             result = self._call("batch_write_item", RequestItems={self.table: pending})
             pending = result.get("UnprocessedItems", {}).get(self.table, [])
             if pending:
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+                self.sleep(min(2.0, 0.05 * 2**attempt))
         raise StoreError(f"DynamoDB kept {len(pending)} writes unprocessed")
 
     def existing(self, request_ids: Iterator[str] | Sequence[str]) -> set[str]:
@@ -472,7 +474,7 @@ class Store:
                     if reasons and reasons[0] == "ConditionalCheckFailed":
                         return False
                     if "TransactionConflict" in reasons and attempt < 5:
-                        time.sleep(random.uniform(0, 0.05 * 2**attempt))
+                        self.sleep(random.uniform(0, 0.05 * 2**attempt))
                         continue
                 raise StoreError(f"DynamoDB status change to {to} failed: {code}") from exc
             except BotoCoreError as exc:

@@ -120,3 +120,44 @@ def test_deliveries_are_appended(store: Store) -> None:
     store.record_delivery("b1-1", {"attempt": 1, "status": 500})
     store.record_delivery("b1-1", {"attempt": 2, "status": 200})
     assert [d["status"] for d in store.get("b1-1").deliveries] == [500, 200]  # type: ignore[union-attr]
+
+
+def _conflict() -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+            "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+        },
+        "TransactWriteItems",
+    )
+
+
+class _ConflictingClient:
+    """DynamoDB as it behaves under contention (moto never produces TransactionConflict)."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.calls = 0
+
+    def transact_write_items(self, **kwargs: object) -> dict[str, object]:
+        self.calls += 1
+        if self.calls <= self.conflicts:
+            raise _conflict()
+        return {}
+
+
+def test_transaction_conflicts_are_retried_then_reported() -> None:
+    from citeq.errors import StoreError
+    from citeq.store import RequestItem
+
+    waits: list[float] = []
+    item = RequestItem("r", "queued", "a", [{"content": "q"}], {}, batch_id="b")
+    recovering = _ConflictingClient(conflicts=2)
+    assert Store("t", client=recovering, sleep=waits.append).cancel(item) is True
+    assert recovering.calls == 3 and len(waits) == 2
+    stuck = _ConflictingClient(conflicts=100)
+    with pytest.raises(StoreError, match="TransactionCanceledException"):
+        Store("t", client=stuck, sleep=waits.append).cancel(item)
+    assert stuck.calls == 6
