@@ -27,7 +27,7 @@ from citeq.errors import (
     TransportError,
     ValidationError,
 )
-from citeq.models import Answer, Citation
+from citeq.models import Answer, Citation, Reference
 from citeq.progress import Progress
 from citeq.queue import Queue
 from citeq.store import BatchInfo, Store
@@ -72,13 +72,18 @@ class Factory:
         time.sleep(seconds)
 
 
+def _ref_name(ref: Reference) -> str:
+    """How a reference is named in footnotes (a marker missing from the References list says so)."""
+    return ref.file.name if ref.file else f"(reference {ref.missing_reference} missing from the list)"
+
+
 def _footnotes(citations: Sequence[Citation]) -> list[str]:
     """``[n] file, pp. …`` lines, one per cited file, pages merged in order of appearance."""
     lines: dict[int, tuple[str, list[int]]] = {}
     numbers: dict[str, int] = {}
     for citation in citations:
         for ref in citation.references:
-            name = ref.file.name if ref.file else f"(reference {ref.missing_reference} missing from the list)"
+            name = _ref_name(ref)
             number = numbers.setdefault(name, len(numbers) + 1)
             pages = lines.setdefault(number, (name, []))[1]
             pages.extend(p for p in ref.pages if p not in pages)
@@ -98,8 +103,7 @@ def format_answer(answer: Answer) -> str:
         cursor = citation.position
         marks = []
         for ref in citation.references:
-            name = ref.file.name if ref.file else f"(reference {ref.missing_reference} missing from the list)"
-            marks.append(f"[{numbers.setdefault(name, len(numbers) + 1)}]")
+            marks.append(f"[{numbers.setdefault(_ref_name(ref), len(numbers) + 1)}]")
         out.append("".join(dict.fromkeys(marks)))
     out.append(answer.content[cursor:])
     notes = _footnotes(answer.citations)

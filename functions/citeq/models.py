@@ -122,11 +122,6 @@ class Answer:
     role: str = "assistant"
     files: tuple[FileRef, ...] = field(default=(), compare=False)
 
-    @property
-    def has_unresolved_citations(self) -> bool:
-        """Whether some marker named a reference the References list did not have."""
-        return any(r.file is None for c in self.citations for r in c.references)
-
     def to_dict(self) -> dict[str, Any]:
         """The standard-chat-shaped JSON form shared by every store, export, response and callback."""
         return {

@@ -109,7 +109,7 @@ class EventDecoder:
 
 class SSEDecoder:
     """Bytes in, events out. As the WHATWG rules say, an event whose blank line never came is discarded at
-    the end of the stream; ``incomplete`` tells whether that happened."""
+    the end of the stream; ``close`` tells whether that happened."""
 
     def __init__(self) -> None:
         self._lines = LineDecoder()
@@ -129,11 +129,6 @@ class SSEDecoder:
         """End of stream; returns True when a partial event (or line) had to be discarded."""
         self.close_events()
         return bool(self._fragment) or self._events.pending
-
-    @property
-    def incomplete(self) -> bool:
-        """Whether an event has started but not been dispatched."""
-        return self._events.pending
 
 
 def encode(data: str, *, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:

@@ -458,7 +458,8 @@ class Store:
             )
         # Concurrent transactions on one batch's counter item can be cancelled as TransactionConflict:
         # nothing was written, so try again (a few times, with jitter) before giving up.
-        for attempt in range(6):
+        attempt = 0
+        while True:
             try:
                 if len(actions) == 1:
                     self.client.update_item(**update)
@@ -475,11 +476,11 @@ class Store:
                         return False
                     if "TransactionConflict" in reasons and attempt < 5:
                         self.sleep(random.uniform(0, 0.05 * 2**attempt))
+                        attempt += 1
                         continue
                 raise StoreError(f"DynamoDB status change to {to} failed: {code}") from exc
             except BotoCoreError as exc:
                 raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
-        raise StoreError(f"DynamoDB status change to {to} kept conflicting")
 
     def start(self, item: RequestItem) -> RequestItem | None:
         """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved.

@@ -4,7 +4,6 @@ behind a small adapter that turns each HTTP request into a real Lambda function-
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import threading
 import time
@@ -132,12 +131,3 @@ class FunctionUrlAdapter:
         """Stop serving."""
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def post_json(url: str, payload: Any) -> None:
-    """Tiny helper for scripts: POST JSON and fail loudly on an error status."""
-    import requests
-
-    requests.post(
-        url, data=json.dumps(payload), headers={"Content-Type": "application/json"}, timeout=10
-    ).raise_for_status()
