@@ -41,7 +41,8 @@ settings = Settings.from_env()
 settings.require("table", "queue_url", "api_key")
 CONCURRENCY = int(os.environ.get("CITEQ_WORKER_CONCURRENCY", "10"))
 MAX_RECEIVES = int(os.environ.get("CITEQ_MAX_RECEIVES", "6"))
-# Powertools' cold-start metric ignores POWERTOOLS_METRICS_DISABLED; honour it here.
+# Powertools' cold-start metric, its flush when one metric reaches 100 values and its warning about an
+# invocation without metrics ignore POWERTOOLS_METRICS_DISABLED; honour it here.
 METRICS_OFF = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
 # A redelivery of a request that is still being answered comes back after this many seconds.
 IN_PROGRESS_DELAY = 30
@@ -54,6 +55,8 @@ class _Metrics:
         self._lock = threading.Lock()
 
     def metric(self, name: str, unit: str, value: float) -> None:
+        if METRICS_OFF:
+            return
         with self._lock:
             metrics.add_metric(name=name, unit=unit, value=value)
 
@@ -113,9 +116,7 @@ def handle_record(record: SQSRecord, deadline: float) -> dict[str, Any]:
         logger.thread_safe_remove_keys(["correlation_id", "batch_id"])
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics(capture_cold_start_metric=not METRICS_OFF)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def process_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Process an SQS batch; returns ``{"batchItemFailures": [...]}``."""
     idempotency.register_lambda_context(context)
     deadline = deadline_from(context.get_remaining_time_in_millis())
@@ -133,3 +134,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 event=event, record_handler=record_handler, processor=processor, context=context
             )
         )
+
+
+# With metrics disabled Powertools would still warn on every invocation that there are none to publish.
+lambda_handler = logger.inject_lambda_context(
+    process_batch if METRICS_OFF else metrics.log_metrics(capture_cold_start_metric=True)(process_batch)
+)

@@ -10,6 +10,8 @@ costs time and memory in proportion to the whole table: a 1,000-request batch to
 Under the lock a transaction here checks every condition first and only then applies the writes, saving
 just the items it touches in case a write fails: all or nothing, as DynamoDB does, at the cost of the items
 involved.
+
+Plain update expressions skip moto's expression machinery (``quick_update``): same result, a tenth of the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import functools
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from infra.local.quick_update import quick_update_item
 
 _LOCK = threading.RLock()
 _OPERATIONS = ("put_item", "get_item", "update_item", "delete_item", "query", "scan", "transact_write_items")
@@ -109,6 +113,7 @@ def make_dynamodb_atomic() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = quick_update_item(DynamoDBBackend.update_item)  # type: ignore[method-assign]
     for name in _OPERATIONS:
         original = getattr(DynamoDBBackend, name)
 

@@ -92,7 +92,11 @@ class Poller:
 
     def _loop(self) -> None:
         # Like the event source mapping's pollers, fetch the next batch while this slot's invocation runs.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="citeq-prefetch") as prefetch:
+        # Deleting a finished batch's messages does not hold up the slot's next invocation either.
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="citeq-prefetch") as prefetch,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="citeq-delete") as deleter,
+        ):
             upcoming = prefetch.submit(self._gather)
             while not self._stop.is_set():
                 try:
@@ -108,7 +112,7 @@ class Poller:
                 if not messages:
                     continue
                 try:
-                    self.invoke(messages)
+                    self.invoke(messages, deleter=deleter)
                 except Exception:  # ...and anything one invocation does
                     log.exception("poller iteration failed")
                     self.stats.add(errors=1)
@@ -165,8 +169,9 @@ class Poller:
             ]
         }
 
-    def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
-        """Invoke the handler once; delete the successes; return the message ids left on the queue."""
+    def invoke(self, messages: list[dict[str, Any]], deleter: ThreadPoolExecutor | None = None) -> set[str]:
+        """Invoke the handler once; delete the successes (on ``deleter`` when given, else before returning);
+        return the message ids left on the queue."""
         ids = {m["MessageId"] for m in messages}
         self.stats.add(invocations=1, records=len(messages))
         context = LambdaContext(timeout_seconds=self.timeout)
@@ -182,13 +187,25 @@ class Poller:
             return ids
         failed = self._failures(response, ids)
         done = [m for m in messages if m["MessageId"] not in failed]
-        for start in range(0, len(done), 10):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
-            ]
-            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-        self.stats.add(deleted=len(done), failed_records=len(failed))
+        self.stats.add(failed_records=len(failed))
+        if deleter is None:
+            self._delete(done)
+        else:
+            deleter.submit(self._delete, done)
         return failed
+
+    def _delete(self, done: list[dict[str, Any]]) -> None:
+        try:
+            for start in range(0, len(done), 10):
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+                ]
+                self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception:  # the messages come back after their visibility timeout, as in Lambda
+            log.exception("deleting a finished batch failed")
+            self.stats.add(errors=1)
+            return
+        self.stats.add(deleted=len(done))
 
     @staticmethod
     def _failures(response: Any, ids: set[str]) -> set[str]:

@@ -95,7 +95,7 @@ def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations:
                 first = time.perf_counter()
             if info.done:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)  # the finish time is known to within 50 ms
         elapsed = time.perf_counter() - submitted
         assert info.counts["succeeded"] == 1000
     ideal = concurrency / 0.3

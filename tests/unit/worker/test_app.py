@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import sys
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -188,3 +189,45 @@ def test_cancelled_request_is_skipped(app: ModuleType, store: Store, admin: Admi
     assert item is not None and store.cancel(item)
     assert app.lambda_handler({"Records": [sqs_record(body("r-cancel"))]}, LambdaContext()) == {"batchItemFailures": []}
     assert admin.count("chat_completions") == 0
+
+
+def _emf(output: str) -> list[dict[str, Any]]:
+    """The CloudWatch EMF documents among the handler's printed lines."""
+    documents = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            documents.append(json.loads(line))
+    return documents
+
+
+def test_metrics_are_published_as_emf_when_enabled_and_not_at_all_when_disabled(
+    worker_env: dict[str, str], store: Store, sqs_record: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "0")
+    if "worker.app" in sys.modules:
+        enabled = importlib.reload(sys.modules["worker.app"])
+    else:
+        enabled = importlib.import_module("worker.app")
+    queued(store, "r-metrics")
+    capsys.readouterr()
+    assert enabled.lambda_handler({"Records": [sqs_record(body("r-metrics"))]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    documents = _emf(capsys.readouterr().out)
+    published = {m["Name"] for d in documents for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Answered", "AssistantLatency", "PromptTokens", "CompletionTokens", "ColdStart"} <= published
+    answered = next(d for d in documents if "Answered" in d)
+    values = {name: v if isinstance(v, list) else [v] for name, v in answered.items() if name != "_aws"}
+    assert sum(values["Answered"]) == 1.0 and len(values["AssistantLatency"]) == 1
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
+    disabled = importlib.reload(sys.modules["worker.app"])
+    queued(store, "r-quiet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert disabled.lambda_handler({"Records": [sqs_record(body("r-quiet"))]}, LambdaContext()) == {
+            "batchItemFailures": []
+        }
+    assert [str(w.message) for w in caught if "metric" in str(w.message).lower()] == []
+    assert _emf(capsys.readouterr().out) == []
+    assert store.get("r-quiet").status == "succeeded"  # type: ignore[union-attr]
