@@ -74,7 +74,8 @@ def test_one_invocation_of_10_records_costs_about_one_answer(
     )
 
 
-@pytest.mark.parametrize("invocations", [2, 4])
+# 5 invocations is template.yaml's default MaximumConcurrency.
+@pytest.mark.parametrize("invocations", [2, 4, 5])
 def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations: int) -> None:
     batch_size = 5  # template.yaml's default BatchSize
     concurrency = invocations * batch_size
