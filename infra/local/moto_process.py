@@ -10,6 +10,7 @@ keep-alive, as AWS endpoints do) and serves them from a fixed pool of threads.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -56,16 +57,22 @@ class Dispatcher:
         return self.moto(environ, start_response)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Serve on 127.0.0.1 (a free port unless one is given)."""
     from waitress.server import create_server
+
+    parser = argparse.ArgumentParser(prog="python -m infra.local.moto_process")
+    parser.add_argument("--port", type=int, default=0)
+    # Every long poll (ReceiveMessage with WaitTimeSeconds) holds a thread for its wait: size this to the
+    # pollers (the local stack passes a number from its concurrency).
+    parser.add_argument("--threads", type=int, default=32)
+    args = parser.parse_args(argv)
 
     make_dynamodb_atomic()
     make_sqs_quick()
     # waitress warns when requests queue for a thread; under a load test that is expected.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = create_server(Dispatcher(), host="127.0.0.1", port=port, threads=32)
+    server = create_server(Dispatcher(), host="127.0.0.1", port=args.port, threads=args.threads)
     threading.Thread(target=server.run, daemon=True).start()
     print(f"http://127.0.0.1:{server.effective_port}", flush=True)
     stop = threading.Event()

@@ -179,8 +179,13 @@ class LocalStack:
             self.env[name] = value
 
     def _start_moto(self) -> str:
+        # A thread per poller's long poll (two per worker slot with prefetch, the callback pollers), and room.
+        threads = str(32 + 2 * self.max_concurrency)
         moto = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.moto_process"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "infra.local.moto_process", "--threads", threads],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self._motos.append(moto)
         assert moto.stdout is not None
