@@ -25,8 +25,9 @@ settings = Settings.from_env()
 settings.require("table", "callback_secret")
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
 queue = Queue(os.environ.get("CITEQ_CALLBACK_QUEUE_URL", ""))
+# The signing secret is looked up per delivery (Powertools caches a Secrets Manager secret for 5 minutes).
 deliverer = Deliverer(
-    store, settings.callback_secret.get() if settings.callback_secret else "", allow_hosts=settings.callback_allow_hosts
+    store, lambda: settings.resolve_callback_secret().get(), allow_hosts=settings.callback_allow_hosts
 )
 
 

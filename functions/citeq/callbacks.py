@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from citeq.errors import ConfigurationError
 from citeq.store import RequestItem, Store
 from citeq.webhooks import sign
 
@@ -89,7 +90,7 @@ class Deliverer:
     def __init__(
         self,
         store: Store,
-        secret: str,
+        secret: str | Callable[[], str],
         *,
         allow_hosts: Sequence[str] = (),
         session: requests.Session | None = None,
@@ -97,7 +98,8 @@ class Deliverer:
         resolve: Callable[..., Any] = socket.getaddrinfo,
     ) -> None:
         self.store = store
-        self.secret = secret
+        # A callable is asked on every delivery (a secret from Secrets Manager, which may be rotated).
+        self._secret = secret if callable(secret) else (lambda: secret)
         self.allow_hosts = allow_hosts
         self.session = session or requests.Session()
         self.clock = clock
@@ -117,7 +119,7 @@ class Deliverer:
             # The same webhook-id on every attempt, so receivers can drop duplicates.
             headers = {
                 "Content-Type": "application/json",
-                **sign(self.secret, f"{item.request_id}.{item.generation}", int(self.clock()), body),
+                **sign(self._secret(), f"{item.request_id}.{item.generation}", int(self.clock()), body),
             }
             response = self.session.post(url, data=body, headers=headers, timeout=TIMEOUT, allow_redirects=False)
             status = response.status_code
@@ -126,6 +128,8 @@ class Deliverer:
                 error = f"receiver answered {status}"
         except UnsafeURL as exc:
             error = str(exc)
+        except ConfigurationError:
+            error = "the signing secret is not available"
         except requests.RequestException as exc:
             error = f"delivery failed: {type(exc).__name__}"
         delivered = error is None

@@ -1,7 +1,10 @@
 """Settings, read once from the environment (the same names locally and in Lambda).
 
 Precedence: an explicit argument > the environment > the default. A missing required value fails with a
-message naming the variable. The API key is a ``Secret``: it never shows in ``repr``, logs or errors.
+message naming the variable. The API key and the webhook and callback secrets are ``Secret``s: they never
+show in ``repr``, logs or errors. Each can be given as a value (local use) or, in Lambda, as the ARN of a
+Secrets Manager secret, read through Powertools (cached for 5 minutes, so a rotated secret reaches running
+functions within that time).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ STREAM_READ_TIMEOUT = "CITEQ_STREAM_READ_TIMEOUT"
 MAX_ATTEMPTS = "CITEQ_MAX_ATTEMPTS"
 RESULT_TTL_DAYS = "CITEQ_RESULT_TTL_DAYS"
 CALLBACK_SECRET = "CITEQ_CALLBACK_SECRET"
+CALLBACK_SECRET_ARN = "CITEQ_CALLBACK_SECRET_ARN"
+WEBHOOK_SECRETS = "CITEQ_WEBHOOK_SECRETS"
+WEBHOOK_SECRETS_ARN = "CITEQ_WEBHOOK_SECRETS_ARN"
 CALLBACK_ALLOW_HOSTS = "CITEQ_CALLBACK_ALLOW_HOSTS"
 
 DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
@@ -81,7 +87,11 @@ class Settings:
     max_attempts: int = 5
     result_ttl_days: int = 30
     callback_secret: Secret | None = None
+    callback_secret_arn: str | None = None
     callback_allow_hosts: tuple[str, ...] = ()
+    # Comma-separated: more than one during a rotation.
+    webhook_secrets: Secret | None = None
+    webhook_secrets_arn: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -106,6 +116,7 @@ class Settings:
 
         key = text(PINECONE_API_KEY)
         callback = text(CALLBACK_SECRET)
+        webhook = text(WEBHOOK_SECRETS)
         values: dict[str, Any] = {
             "api_key": Secret(key) if key else None,
             "api_key_secret": text(API_KEY_SECRET),
@@ -122,14 +133,18 @@ class Settings:
             "max_attempts": number(MAX_ATTEMPTS, int, cls.max_attempts),
             "result_ttl_days": number(RESULT_TTL_DAYS, int, cls.result_ttl_days),
             "callback_secret": Secret(callback) if callback else None,
+            "callback_secret_arn": text(CALLBACK_SECRET_ARN),
+            "webhook_secrets": Secret(webhook) if webhook else None,
+            "webhook_secrets_arn": text(WEBHOOK_SECRETS_ARN),
             "callback_allow_hosts": tuple(
                 h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
             ),
         }
         settings = cls(**values)
         given = {k: v for k, v in overrides.items() if v is not None}
-        if isinstance(given.get("api_key"), str):
-            given["api_key"] = Secret(given["api_key"])
+        for name in ("api_key", "callback_secret", "webhook_secrets"):
+            if isinstance(given.get(name), str):
+                given[name] = Secret(given[name])
         return replace(settings, **given) if given else settings
 
     def require(self, *names: str) -> None:
@@ -140,27 +155,57 @@ class Settings:
             "table": TABLE,
             "queue_url": QUEUE_URL,
             "dlq_url": DLQ_URL,
-            "callback_secret": CALLBACK_SECRET,
+            "callback_secret": f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN})",
+            "webhook_secrets": f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN})",
+        }
+        in_secrets_manager = {
+            "api_key": self.api_key_secret,
+            "callback_secret": self.callback_secret_arn,
+            "webhook_secrets": self.webhook_secrets_arn,
         }
         known = {f.name for f in fields(self)}
         for name in names:
             if name not in known:
                 raise ValueError(f"unknown setting {name!r}")
-            if getattr(self, name) is None:
-                if name == "api_key" and self.api_key_secret:
-                    continue
+            if getattr(self, name) is None and not in_secrets_manager.get(name):
                 raise ConfigurationError(f"{env_names.get(name, name.upper())} is not set")
 
     def resolve_api_key(self) -> Secret:
-        """The API key: from the environment, else from Secrets Manager (cached by Powertools for 5 min)."""
+        """The API key: from the environment, else from Secrets Manager."""
         if self.api_key is not None:
             return self.api_key
         if self.api_key_secret:
-            from aws_lambda_powertools.utilities import parameters
-
-            try:
-                value = parameters.get_secret(self.api_key_secret)
-            except parameters.exceptions.GetParameterError as exc:
-                raise ConfigurationError(f"could not read secret {self.api_key_secret!r} ({API_KEY_SECRET})") from exc
-            return Secret(str(value).strip())
+            return read_secret(self.api_key_secret, API_KEY_SECRET)
         raise ConfigurationError(f"{PINECONE_API_KEY} (or {API_KEY_SECRET} in Lambda) is not set")
+
+    def resolve_callback_secret(self) -> Secret:
+        """The secret that signs callbacks: from the environment, else from Secrets Manager."""
+        if self.callback_secret is not None:
+            return self.callback_secret
+        if self.callback_secret_arn:
+            return read_secret(self.callback_secret_arn, CALLBACK_SECRET_ARN)
+        raise ConfigurationError(f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN}) is not set")
+
+    def resolve_webhook_secrets(self) -> list[Secret]:
+        """The secrets inbound webhooks may be signed with (several while one is being rotated)."""
+        if self.webhook_secrets is not None:
+            joined = self.webhook_secrets
+        elif self.webhook_secrets_arn:
+            joined = read_secret(self.webhook_secrets_arn, WEBHOOK_SECRETS_ARN)
+        else:
+            raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) is not set")
+        found = [Secret(part.strip()) for part in joined.get().split(",") if part.strip()]
+        if not found:
+            raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) holds no secret")
+        return found
+
+
+def read_secret(arn: str, variable: str) -> Secret:
+    """A Secrets Manager secret's string, through Powertools' cache; errors name the variable, never a value."""
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(arn)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(f"could not read secret {arn!r} ({variable})") from exc
+    return Secret(str(value).strip())

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq import intake
 from citeq.config import Settings
-from citeq.errors import ValidationError, WebhookError
+from citeq.errors import ConfigurationError, ValidationError, WebhookError
 from citeq.queue import Queue
 from citeq.store import Store
 from citeq.webhooks import verify
@@ -29,7 +28,6 @@ from citeq.webhooks import verify
 logger = Logger(service="citeq-webhook")
 settings = Settings.from_env()
 settings.require("table", "queue_url")
-SECRETS = [s.strip() for s in os.environ.get("CITEQ_WEBHOOK_SECRETS", "").split(",") if s.strip()]
 MAX_BODY_BYTES = 256 * 1024
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
 queue = Queue(settings.queue_url or "")
@@ -51,10 +49,14 @@ def receive() -> Response[str]:
         return _json(400, {"error": "body is not valid base64"})
     if len(body) > MAX_BODY_BYTES:
         return _json(413, {"error": f"body is larger than {MAX_BODY_BYTES} bytes"})
-    if not SECRETS:
-        return _json(503, {"error": "no webhook secret is configured"})
     try:
-        webhook_id = verify(SECRETS, event.headers, body, now=time.time())
+        # Read per request: Powertools caches a Secrets Manager secret for 5 minutes, so rotations arrive.
+        secrets = [secret.get() for secret in settings.resolve_webhook_secrets()]
+    except ConfigurationError as exc:
+        logger.error("webhook secrets unavailable: %s", exc)
+        return _json(503, {"error": "webhook secrets are not available"})
+    try:
+        webhook_id = verify(secrets, event.headers, body, now=time.time())
     except WebhookError as exc:
         logger.info("webhook rejected: %s", exc)
         return _json(401, {"error": str(exc)})

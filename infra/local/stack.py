@@ -99,9 +99,10 @@ class LocalStack:
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
                 **{k: str(v) for k, v in self.settings.environment.items() if isinstance(v, str | int)},
                 "CITEQ_CALLBACK_QUEUE_URL": self.resources["CallbackQueue"],
-                "CITEQ_CALLBACK_SECRET": self.callback_secret,
+                # In Secrets Manager, as in Lambda: the functions read them through Powertools.
+                "CITEQ_CALLBACK_SECRET_ARN": self._put_secret("citeq/local/callback", self.callback_secret),
                 "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1,localhost",
-                "CITEQ_WEBHOOK_SECRETS": ",".join(self.webhook_secrets),
+                "CITEQ_WEBHOOK_SECRETS_ARN": self._put_secret("citeq/local/webhooks", ",".join(self.webhook_secrets)),
                 "CITEQ_API_KEY_HASHES": hashlib.sha256(self.api_key.encode()).hexdigest(),
                 **self.worker_env,
             }
@@ -213,6 +214,12 @@ class LocalStack:
             boto3.client("sqs", region_name=REGION).set_queue_attributes(
                 QueueUrl=self.queue_url, Attributes={"VisibilityTimeout": str(self.visibility_timeout)}
             )
+
+    @staticmethod
+    def _put_secret(name: str, value: str) -> str:
+        """Store a secret in moto's Secrets Manager; returns its ARN."""
+        client = boto3.client("secretsmanager", region_name=REGION)
+        return str(client.create_secret(Name=name, SecretString=value)["ARN"])
 
     @staticmethod
     def _load(module: str) -> ModuleType:

@@ -33,3 +33,33 @@ def test_only_http_urls(url: str) -> None:
 def test_schedule_reaches_about_a_day() -> None:
     assert SCHEDULE[0] < 60 and 60 <= SCHEDULE[2] < 3600 and SCHEDULE[-1] >= 3600
     assert 12 * 3600 <= sum(SCHEDULE) <= 30 * 3600
+
+
+def test_a_signing_secret_that_cannot_be_read_is_a_failed_attempt_retried_later(aws: dict[str, str]) -> None:
+    from citeq.callbacks import Deliverer
+    from citeq.errors import ConfigurationError
+    from citeq.store import NewRequest, Store
+
+    store = Store(aws["ResultsTable"])
+    store.put_request(
+        NewRequest("r-cb", "a", [{"role": "user", "content": "q"}], callback={"url": "https://hooks.example.com/cb"})
+    )
+    running = store.start(store.get("r-cb"))  # type: ignore[arg-type]
+    assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
+
+    def unavailable() -> str:
+        raise ConfigurationError("could not read secret 'arn:...' (CITEQ_CALLBACK_SECRET_ARN)")
+
+    class NoNetwork:
+        def post(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("nothing may be sent unsigned")
+
+    deliverer = Deliverer(store, unavailable, session=NoNetwork(), resolve=_resolves_to("93.184.216.34"))  # type: ignore[arg-type]
+    outcome = deliverer.deliver("r-cb", 1)
+    assert (outcome.delivered, outcome.error, outcome.retry_in) == (
+        False,
+        "the signing secret is not available",
+        float(SCHEDULE[0]),
+    )
+    item = store.get("r-cb")
+    assert item is not None and item.deliveries[-1]["error"] == "the signing secret is not available"

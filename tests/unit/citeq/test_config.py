@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from citeq.config import DEFAULT_API_VERSION, Secret, Settings
@@ -41,3 +43,52 @@ def test_key_never_in_repr_or_str() -> None:
     assert "supersecret" not in str(settings.api_key)
     assert "supersecret" not in f"{settings.api_key}"
     assert settings.resolve_api_key().get() == "pcsk_supersecret"
+
+
+@pytest.fixture
+def secretsmanager(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """moto's Secrets Manager in process, and an empty Powertools cache before and after."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    parameters.clear_caches()
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+    parameters.clear_caches()
+
+
+def test_secrets_come_from_secrets_manager_when_given_as_arns(secretsmanager: Any) -> None:
+    def arn(name: str, value: str) -> str:
+        return str(secretsmanager.create_secret(Name=name, SecretString=value)["ARN"])
+
+    settings = Settings.from_env(
+        {
+            "CITEQ_API_KEY_SECRET": arn("key", "pcsk_from_sm\n"),
+            "CITEQ_CALLBACK_SECRET_ARN": arn("callback", "whsec_cb"),
+            "CITEQ_WEBHOOK_SECRETS_ARN": arn("webhooks", "whsec_new, whsec_old"),
+        }
+    )
+    settings.require("api_key", "callback_secret", "webhook_secrets")
+    assert settings.resolve_api_key().get() == "pcsk_from_sm"
+    assert settings.resolve_callback_secret().get() == "whsec_cb"
+    assert [s.get() for s in settings.resolve_webhook_secrets()] == ["whsec_new", "whsec_old"]
+    assert "whsec" not in repr(settings.resolve_webhook_secrets()) and "pcsk" not in repr(settings)
+
+
+def test_a_value_in_the_environment_wins_over_the_arn(secretsmanager: Any) -> None:
+    secret_arn = secretsmanager.create_secret(Name="webhooks", SecretString="whsec_sm")["ARN"]
+    settings = Settings.from_env({"CITEQ_WEBHOOK_SECRETS": "whsec_env", "CITEQ_WEBHOOK_SECRETS_ARN": secret_arn})
+    assert [s.get() for s in settings.resolve_webhook_secrets()] == ["whsec_env"]
+
+
+def test_an_unreadable_or_empty_secret_is_a_configuration_error_naming_the_variable(secretsmanager: Any) -> None:
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-AbCdEf"
+    with pytest.raises(ConfigurationError, match="CITEQ_CALLBACK_SECRET_ARN"):
+        Settings.from_env({"CITEQ_CALLBACK_SECRET_ARN": missing}).resolve_callback_secret()
+    empty = secretsmanager.create_secret(Name="blank", SecretString=" , ")["ARN"]
+    with pytest.raises(ConfigurationError, match="holds no secret"):
+        Settings.from_env({"CITEQ_WEBHOOK_SECRETS_ARN": empty}).resolve_webhook_secrets()
+    with pytest.raises(ConfigurationError, match="CITEQ_WEBHOOK_SECRETS"):
+        Settings.from_env({}).require("webhook_secrets")

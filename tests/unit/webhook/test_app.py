@@ -71,3 +71,48 @@ def test_unsigned_event_is_401(app: ModuleType) -> None:
     event = load_event("webhook-function-url.json")
     response = app.lambda_handler(event, LambdaContext())
     assert response["statusCode"] == 401
+
+
+def _signed_with(secret: str, msg_id: str) -> dict[str, Any]:
+    import time
+
+    event = load_event("webhook-function-url.json")
+    raw = event["body"].encode()
+    event["headers"].update(sign(secret, msg_id, int(time.time()), raw))
+    return event
+
+
+def test_secrets_from_secrets_manager_follow_a_rotation(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.utilities import parameters
+
+    new = "whsec_" + base64.b64encode(b"the-rotated-webhook-secret-32byt").decode()
+    secrets = boto3.client("secretsmanager")
+    arn = secrets.create_secret(Name="citeq/webhooks", SecretString=SECRET)["ARN"]
+    monkeypatch.delenv("CITEQ_WEBHOOK_SECRETS", raising=False)
+    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS_ARN", arn)
+    parameters.clear_caches()
+    if "webhook.app" in sys.modules:
+        app = importlib.reload(sys.modules["webhook.app"])
+    else:
+        app = importlib.import_module("webhook.app")
+    try:
+        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_1"), LambdaContext())["statusCode"] == 202
+        # Rotation: both secrets for a while, then only the new one.
+        secrets.put_secret_value(SecretId=arn, SecretString=f"{new},{SECRET}")
+        parameters.clear_caches()  # what Powertools' 5-minute cache expiry does in Lambda
+        assert app.lambda_handler(_signed_with(new, "msg_rot_2"), LambdaContext())["statusCode"] == 202
+        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_3"), LambdaContext())["statusCode"] == 202
+        secrets.put_secret_value(SecretId=arn, SecretString=new)
+        parameters.clear_caches()
+        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_4"), LambdaContext())["statusCode"] == 401
+        assert app.lambda_handler(_signed_with(new, "msg_rot_5"), LambdaContext())["statusCode"] == 202
+        # A secret that cannot be read: 503, and nothing about the secret in the answer.
+        secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+        parameters.clear_caches()
+        response = app.lambda_handler(_signed_with(new, "msg_rot_6"), LambdaContext())
+        assert response["statusCode"] == 503
+        assert "whsec" not in response["body"] and arn not in response["body"]
+    finally:
+        parameters.clear_caches()
