@@ -172,32 +172,27 @@ class Settings:
 
     def resolve_api_key(self) -> Secret:
         """The API key: from the environment, else from Secrets Manager."""
-        if self.api_key is not None:
-            return self.api_key
-        if self.api_key_secret:
-            return read_secret(self.api_key_secret, API_KEY_SECRET)
-        raise ConfigurationError(f"{PINECONE_API_KEY} (or {API_KEY_SECRET} in Lambda) is not set")
+        return _value_or_secret(self.api_key, self.api_key_secret, PINECONE_API_KEY, API_KEY_SECRET)
 
     def resolve_callback_secret(self) -> Secret:
         """The secret that signs callbacks: from the environment, else from Secrets Manager."""
-        if self.callback_secret is not None:
-            return self.callback_secret
-        if self.callback_secret_arn:
-            return read_secret(self.callback_secret_arn, CALLBACK_SECRET_ARN)
-        raise ConfigurationError(f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN}) is not set")
+        return _value_or_secret(self.callback_secret, self.callback_secret_arn, CALLBACK_SECRET, CALLBACK_SECRET_ARN)
 
     def resolve_webhook_secrets(self) -> list[Secret]:
         """The secrets inbound webhooks may be signed with (several while one is being rotated)."""
-        if self.webhook_secrets is not None:
-            joined = self.webhook_secrets
-        elif self.webhook_secrets_arn:
-            joined = read_secret(self.webhook_secrets_arn, WEBHOOK_SECRETS_ARN)
-        else:
-            raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) is not set")
+        joined = _value_or_secret(self.webhook_secrets, self.webhook_secrets_arn, WEBHOOK_SECRETS, WEBHOOK_SECRETS_ARN)
         found = [Secret(part.strip()) for part in joined.get().split(",") if part.strip()]
         if not found:
             raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) holds no secret")
         return found
+
+
+def _value_or_secret(value: Secret | None, arn: str | None, value_name: str, arn_name: str) -> Secret:
+    if value is not None:
+        return value
+    if arn:
+        return read_secret(arn, arn_name)
+    raise ConfigurationError(f"{value_name} (or {arn_name}, a Secrets Manager secret) is not set")
 
 
 def read_secret(arn: str, variable: str) -> Secret:
