@@ -407,8 +407,10 @@ class Store:
         lease: str | None = None,
         remove: Sequence[str] = (),
         increment: Sequence[str] = (),
+        also: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Move ``item`` from its current status to ``to`` atomically with its batch's counters.
+        """Move ``item`` from its current status to ``to`` atomically with its batch's counters (and any
+        writes in ``also``, TransactWriteItems entries without conditions of their own).
 
         False when the item is no longer in the status (or lease) this caller saw: someone else moved it.
         """
@@ -456,6 +458,7 @@ class Store:
                     }
                 }
             )
+        actions.extend(also)
         # Concurrent transactions on one batch's counter item can be cancelled as TransactionConflict:
         # nothing was written, so try again (a few times, with jitter) before giving up.
         attempt = 0
@@ -505,14 +508,17 @@ class Store:
         used = len(json.dumps(item.messages)) + len(json.dumps(item.options)) + len(json.dumps(item.metadata or {}))
         return ITEM_BUDGET - used - 4_000
 
-    def succeed(self, item: RequestItem, answer: dict[str, Any], latency_ms: int) -> bool:
-        """Record the answer; False if this attempt's lease was taken over (its result is dropped)."""
+    def succeed(
+        self, item: RequestItem, answer: dict[str, Any], latency_ms: int, also: Sequence[dict[str, Any]] = ()
+    ) -> bool:
+        """Record the answer (with the writes in ``also``, all or nothing); False if this attempt's lease was
+        taken over (its result is dropped)."""
         sets = {
             **_answer_attrs(answer, self._answer_budget(item)),
             "latency_ms": _n(latency_ms),
             "finished_at": _s(now_iso(self.clock())),
         }
-        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"])
+        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"], also=also)
 
     def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
         """Record a final failure with its reason."""

@@ -57,6 +57,15 @@ class Delivery:
     receipt_handle: str
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A write to make in the same transaction as a request's result, and what to call once it is made
+    (the worker app marks the request's idempotency record COMPLETED this way)."""
+
+    item: dict[str, Any]
+    committed: Callable[[], None]
+
+
 class RetryLater(Exception):
     """The record must come back after ``delay`` seconds (reported as a batch item failure)."""
 
@@ -87,6 +96,7 @@ class Worker:
         max_receives: int,
         recorder: Recorder | None = None,
         on_finished: Callable[[RequestItem], None] | None = None,
+        complete: Callable[[dict[str, Any]], Completion | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -96,6 +106,7 @@ class Worker:
         self.max_receives = max_receives
         self.recorder = recorder or NoMetrics()
         self.on_finished = on_finished
+        self.complete = complete
         self.clock = clock
         self.rng = rng or random.Random()
 
@@ -157,20 +168,27 @@ class Worker:
             return self._failed_call(running, exc, delivery, latency)
         latency = round((self.clock() - started) * 1000)
         self.recorder.metric("AssistantLatency", "Milliseconds", latency)
+        summary = {"request_id": message.request_id, "status": "succeeded"}
+        completion = self.complete(summary) if self.complete is not None else None
         try:
-            stored = self.store.succeed(running, answer.to_dict(), latency)
+            stored = self.store.succeed(
+                running, answer.to_dict(), latency, also=[completion.item] if completion is not None else ()
+            )
         except ItemTooLarge as exc:
             self.store.fail(running, exc.to_dict(), latency)
             self.recorder.metric("Failed", "Count", 1)
             self._finished(running)
             return {"request_id": message.request_id, "status": "failed"}
-        if stored:
-            self.recorder.metric("Answered", "Count", 1)
-            if answer.usage:
-                self.recorder.metric("PromptTokens", "Count", answer.usage["prompt_tokens"])
-                self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
-            self._finished(running)
-        return {"request_id": message.request_id, "status": "succeeded" if stored else "skipped"}
+        if not stored:
+            return {"request_id": message.request_id, "status": "skipped"}
+        if completion is not None:
+            completion.committed()
+        self.recorder.metric("Answered", "Count", 1)
+        if answer.usage:
+            self.recorder.metric("PromptTokens", "Count", answer.usage["prompt_tokens"])
+            self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
+        self._finished(running)
+        return summary
 
     @staticmethod
     def _as_queued(message: RequestMessage) -> RequestItem:

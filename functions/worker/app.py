@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
@@ -23,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS, DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq.client import AssistantClient
@@ -30,7 +32,7 @@ from citeq.config import Settings
 from citeq.queue import Queue
 from citeq.retry import RetryPolicy
 from citeq.store import RequestItem, Store, dynamodb_client
-from citeq.worker import Delivery, RetryLater, Worker, deadline_from
+from citeq.worker import Completion, Delivery, RetryLater, Worker, deadline_from
 
 if TYPE_CHECKING:
     from citeq.messages import RequestMessage
@@ -76,9 +78,71 @@ def _request_callback(item: RequestItem) -> None:
         callback_queue.send([(item.request_id, json.dumps({"request_id": item.request_id}))])
 
 
-worker = Worker(store, client, queue, max_receives=MAX_RECEIVES, recorder=_Metrics(), on_finished=_request_callback)
+class ResultPersistence(DynamoDBPersistenceLayer):
+    """Powertools' DynamoDB persistence layer, but a request that succeeds gets its COMPLETED record in the
+    same transaction as its result (``completion``, asked for by ``Worker.answer``): one write fewer per
+    answer, and never a stored answer whose idempotency record still says in progress. Powertools' own
+    update then finds the record written and skips it. Every other outcome goes through Powertools as is."""
+
+    def __init__(self, table_name: str, boto3_client: Any) -> None:
+        super().__init__(table_name=table_name, boto3_client=boto3_client)
+        # Powertools writes a record's in-progress and completed states on the thread that runs the record.
+        self._local = threading.local()
+
+    def _put_record(self, data_record: DataRecord) -> None:
+        self._local.key, self._local.written = data_record.idempotency_key, None
+        super()._put_record(data_record)
+
+    def completion(self, summary: dict[str, Any]) -> Completion | None:
+        """The update that marks this thread's record COMPLETED with ``summary``, as Powertools would."""
+        key = getattr(self._local, "key", None)
+        if key is None or self.payload_validation_enabled:
+            return None
+        response = json.dumps(summary, cls=Encoder, sort_keys=True)
+        item = {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": self._get_key(key),
+                "UpdateExpression": "SET #response_data = :response_data, #expiry = :expiry, #status = :status",
+                "ExpressionAttributeNames": {
+                    "#response_data": self.data_attr,
+                    "#expiry": self.expiry_attr,
+                    "#status": self.status_attr,
+                },
+                "ExpressionAttributeValues": {
+                    ":response_data": {"S": response},
+                    ":expiry": {"N": str(self._get_expiry_timestamp())},
+                    ":status": {"S": STATUS_CONSTANTS["COMPLETED"]},
+                },
+            }
+        }
+
+        def committed() -> None:
+            self._local.written = (key, response)
+
+        return Completion(item, committed)
+
+    def _update_record(self, data_record: DataRecord) -> None:
+        written, self._local.written = getattr(self._local, "written", None), None
+        if data_record.status == STATUS_CONSTANTS["COMPLETED"] and written == (
+            data_record.idempotency_key,
+            data_record.response_data,
+        ):
+            return
+        super()._update_record(data_record)
+
+
 idempotency = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=24 * 3600)
-persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""), boto3_client=dynamodb)
+persistence = ResultPersistence(table_name=os.environ.get("CITEQ_IDEMPOTENCY_TABLE", ""), boto3_client=dynamodb)
+worker = Worker(
+    store,
+    client,
+    queue,
+    max_receives=MAX_RECEIVES,
+    recorder=_Metrics(),
+    on_finished=_request_callback,
+    complete=persistence.completion,
+)
 
 
 # Powertools' decorator is untyped; the wrapped signature is unchanged.

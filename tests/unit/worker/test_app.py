@@ -231,3 +231,60 @@ def test_metrics_are_published_as_emf_when_enabled_and_not_at_all_when_disabled(
     assert [str(w.message) for w in caught if "metric" in str(w.message).lower()] == []
     assert _emf(capsys.readouterr().out) == []
     assert store.get("r-quiet").status == "succeeded"  # type: ignore[union-attr]
+
+
+def _calls_by_operation(app: ModuleType) -> dict[str, list[dict[str, Any]]]:
+    """Record the parameters of every DynamoDB call the worker module makes, by operation."""
+    calls: dict[str, list[dict[str, Any]]] = {}
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.setdefault(model.name, []).append(params)
+
+    app.dynamodb.meta.events.register("provide-client-params.dynamodb.*", record)
+    return calls
+
+
+def test_a_success_writes_its_idempotency_record_with_the_result_in_one_transaction(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+) -> None:
+    queued(store, "r-one", "b-one", 1)
+    store.create_batch("b-one", 1, source=None, idempotency_key=None)
+    calls = _calls_by_operation(app)
+    record = sqs_record(body("r-one", batch_id="b-one", seq=1))
+    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+    idempotency_table = worker_env["CITEQ_IDEMPOTENCY_TABLE"]
+    # Powertools' own update of the record was skipped: the result's transaction wrote it.
+    assert [c for c in calls.get("UpdateItem", []) if c["TableName"] == idempotency_table] == []
+    result_writes = [
+        c for c in calls["TransactWriteItems"] if any("#response_data" in str(i) for i in c["TransactItems"])
+    ]
+    assert len(result_writes) == 1
+    tables = [next(iter(i.values()))["TableName"] for i in result_writes[0]["TransactItems"]]
+    assert tables.count(idempotency_table) == 1 and len(tables) == 3  # the request, its batch, the record
+    records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
+    assert len(records) == 1 and records[0]["status"]["S"] == "COMPLETED"
+    assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-one", "status": "succeeded"}
+    # A redelivery finds the completed record: no second answer, nothing counted twice.
+    again = app.lambda_handler({"Records": [sqs_record(body("r-one", batch_id="b-one", seq=1), 2)]}, LambdaContext())
+    assert again == {"batchItemFailures": []}
+    assert admin.count("chat_completions") == 1
+    assert store.get_batch("b-one").counts == {  # type: ignore[union-attr]
+        "queued": 0,
+        "running": 0,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+def test_other_outcomes_complete_the_idempotency_record_through_powertools(
+    app: ModuleType, store: Store, sqs_record: Any, worker_env: dict[str, str]
+) -> None:
+    queued(store, "r-rejected")
+    calls = _calls_by_operation(app)
+    record = sqs_record(body("r-rejected", options={"model": "gpt-99"}))
+    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+    idempotency_table = worker_env["CITEQ_IDEMPOTENCY_TABLE"]
+    assert len([c for c in calls.get("UpdateItem", []) if c["TableName"] == idempotency_table]) == 1
+    records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
+    assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-rejected", "status": "failed"}
