@@ -475,7 +475,7 @@ class Store:
                     return False
                 if code == "TransactionCanceledException":
                     reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-                    if reasons and reasons[0] == "ConditionalCheckFailed":
+                    if "ConditionalCheckFailed" in reasons:  # this item's, or one in ``also``: nothing written
                         return False
                     if "TransactionConflict" in reasons and attempt < 5:
                         self.sleep(random.uniform(0, 0.05 * 2**attempt))
@@ -485,7 +485,7 @@ class Store:
             except BotoCoreError as exc:
                 raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
 
-    def start(self, item: RequestItem) -> RequestItem | None:
+    def start(self, item: RequestItem, also: Sequence[dict[str, Any]] = ()) -> RequestItem | None:
         """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved.
 
         ``item`` only needs the right ``status`` (and ``lease`` when running): the worker first tries with the
@@ -498,7 +498,7 @@ class Store:
         attempts = item.attempts + 1
         sets = {"lease": _s(lease), "started_at": _s(now_iso(ts))}
         held = item.lease if item.status == "running" else None
-        if not self._transition(item, "running", sets, lease=held, increment=["attempts"]):
+        if not self._transition(item, "running", sets, lease=held, increment=["attempts"], also=also):
             return None
         return RequestItem(
             **{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts, "started_at": now_iso(ts)}

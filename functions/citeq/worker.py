@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -146,9 +146,26 @@ class Worker:
             if stored is not None:
                 self.store.fail(stored, error)
 
-    def answer(self, message: RequestMessage, delivery: Delivery, deadline: float | None) -> dict[str, Any]:
-        """Answer one request; returns a small summary (what idempotency stores). Raises RetryLater."""
-        running = self.store.start(self._as_queued(message))  # the common case, without a read first
+    def claim(self, message: RequestMessage, also: Sequence[dict[str, Any]] = ()) -> RequestItem | None:
+        """The common case in one conditional write, without a read first: a queued request becomes running
+        for this attempt (with the writes in ``also``, all or nothing). None when it was not simply queued, or
+        a condition in ``also`` failed: then nothing was written."""
+        return self.store.start(self._as_queued(message), also=also)
+
+    def answer(
+        self,
+        message: RequestMessage,
+        delivery: Delivery,
+        deadline: float | None,
+        claimed: Callable[[], RequestItem | None] | None = None,
+    ) -> dict[str, Any]:
+        """Answer one request; returns a small summary (what idempotency stores). Raises RetryLater.
+
+        ``claimed`` gives the request when this delivery has claimed it already (the worker app claims it in
+        the same transaction as the idempotency record); otherwise it is claimed here."""
+        running = claimed() if claimed is not None else None
+        if running is None:
+            running = self.claim(message)
         if running is None:
             running = self._start_slow(message)
             if running is None:

@@ -244,7 +244,7 @@ def _calls_by_operation(app: ModuleType) -> dict[str, list[dict[str, Any]]]:
     return calls
 
 
-def test_a_success_writes_its_idempotency_record_with_the_result_in_one_transaction(
+def test_an_answer_costs_two_writes_each_with_its_idempotency_record(
     app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
 ) -> None:
     queued(store, "r-one", "b-one", 1)
@@ -253,14 +253,18 @@ def test_a_success_writes_its_idempotency_record_with_the_result_in_one_transact
     record = sqs_record(body("r-one", batch_id="b-one", seq=1))
     assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
     idempotency_table = worker_env["CITEQ_IDEMPOTENCY_TABLE"]
-    # Powertools' own update of the record was skipped: the result's transaction wrote it.
-    assert [c for c in calls.get("UpdateItem", []) if c["TableName"] == idempotency_table] == []
-    result_writes = [
-        c for c in calls["TransactWriteItems"] if any("#response_data" in str(i) for i in c["TransactItems"])
-    ]
-    assert len(result_writes) == 1
-    tables = [next(iter(i.values()))["TableName"] for i in result_writes[0]["TransactItems"]]
-    assert tables.count(idempotency_table) == 1 and len(tables) == 3  # the request, its batch, the record
+    # Powertools' own put and update of the record were not needed: the request's transactions wrote it.
+    assert [
+        c for c in calls.get("PutItem", []) + calls.get("UpdateItem", []) if c["TableName"] == idempotency_table
+    ] == []
+    assert len(calls["TransactWriteItems"]) == 2
+    claim, result = (
+        [(kind, entry["TableName"]) for item in c["TransactItems"] for kind, entry in item.items()]
+        for c in calls["TransactWriteItems"]
+    )
+    table = worker_env["CITEQ_TABLE"]
+    assert claim == [("Update", table), ("Update", table), ("Put", idempotency_table)]  # request, batch, record
+    assert result == [("Update", table), ("Update", table), ("Update", idempotency_table)]
     records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
     assert len(records) == 1 and records[0]["status"]["S"] == "COMPLETED"
     assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-one", "status": "succeeded"}
@@ -288,3 +292,30 @@ def test_other_outcomes_complete_the_idempotency_record_through_powertools(
     assert len([c for c in calls.get("UpdateItem", []) if c["TableName"] == idempotency_table]) == 1
     records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
     assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-rejected", "status": "failed"}
+
+
+def test_a_second_live_delivery_neither_calls_the_assistant_nor_leaves_a_claim(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    import threading
+    import time
+
+    admin.faults(latency_ms=400)
+    queued(store, "r-twice", "b-twice", 1)
+    store.create_batch("b-twice", 1, source=None, idempotency_key=None)
+    first, second = (sqs_record(body("r-twice", batch_id="b-twice", seq=1), n) for n in (1, 2))
+    responses: dict[str, Any] = {}
+    worker_thread = threading.Thread(
+        target=lambda: responses.update(first=app.lambda_handler({"Records": [first]}, LambdaContext()))
+    )
+    worker_thread.start()
+    while admin.count("chat_completions") == 0 and worker_thread.is_alive():  # the first is being answered
+        time.sleep(0.01)
+    responses["second"] = app.lambda_handler({"Records": [second]}, LambdaContext())
+    worker_thread.join()
+    assert responses["first"] == {"batchItemFailures": []}
+    assert responses["second"] == {"batchItemFailures": [{"itemIdentifier": second["messageId"]}]}  # handed back
+    assert admin.count("chat_completions") == 1
+    item = store.get("r-twice")
+    assert item is not None and item.status == "succeeded" and item.attempts == 1
+    assert store.get_batch("b-twice").counts["succeeded"] == 1  # type: ignore[union-attr]
