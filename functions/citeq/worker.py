@@ -161,11 +161,9 @@ class Worker:
     ) -> dict[str, Any]:
         """Answer one request; returns a small summary (what idempotency stores). Raises RetryLater.
 
-        ``claimed`` gives the request when this delivery has claimed it already (the worker app claims it in
-        the same transaction as the idempotency record); otherwise it is claimed here."""
-        running = claimed() if claimed is not None else None
-        if running is None:
-            running = self.claim(message)
+        ``claimed`` stands in for ``claim``: the worker app claims the request in the same transaction as
+        its idempotency record, and hands over the outcome."""
+        running = claimed() if claimed is not None else self.claim(message)
         if running is None:
             running = self._start_slow(message)
             if running is None:

@@ -80,6 +80,9 @@ def _request_callback(item: RequestItem) -> None:
         callback_queue.send([(item.request_id, json.dumps({"request_id": item.request_id}))])
 
 
+_NOT_TRIED = object()
+
+
 class ResultPersistence(DynamoDBPersistenceLayer):
     """Powertools' DynamoDB persistence layer, with the request's own writes folded in, so an answer costs
     two writes instead of four:
@@ -97,19 +100,22 @@ class ResultPersistence(DynamoDBPersistenceLayer):
         # Powertools writes a record's in-progress and completed states on the thread that runs the record.
         self._local = threading.local()
 
-    def offer_claim(self, claim: Callable[[dict[str, Any]], RequestItem | None]) -> None:
-        """For the next in-progress record on this thread: ``claim(put)`` claims the request in one
-        transaction with ``put`` (the record's write) and returns it, or None when nothing was written."""
-        self._local.claim = claim
+    def offer_claim(self, claim: Callable[..., RequestItem | None]) -> None:
+        """For the next record on this thread: ``claim(*also)`` claims the queued request in one transaction
+        with the writes in ``also`` and returns it, or None when it wrote nothing."""
+        self._local.claim, self._local.claimed = claim, _NOT_TRIED
 
     def take_claimed(self) -> RequestItem | None:
-        """The request claimed with this thread's in-progress record, if it was."""
-        claimed, self._local.claimed = getattr(self._local, "claimed", None), None
+        """The claim of this thread's request: made with its in-progress record, else tried now on its own.
+        None when the request was not simply queued (the caller then reads it and decides)."""
+        claim: Callable[..., RequestItem | None] = self._local.claim
+        claimed: RequestItem | None = claim() if self._local.claimed is _NOT_TRIED else self._local.claimed
+        self._local.claim = self._local.claimed = None
         return claimed
 
     def _put_record(self, data_record: DataRecord) -> None:
-        self._local.key, self._local.written, self._local.claimed = data_record.idempotency_key, None, None
-        claim, self._local.claim = getattr(self._local, "claim", None), None
+        self._local.key, self._local.written = data_record.idempotency_key, None
+        claim = getattr(self._local, "claim", None)
         if claim is not None and not self.payload_validation_enabled:
             self._local.claimed = claim(self._in_progress_put(data_record))
             if self._local.claimed is not None:
@@ -220,7 +226,7 @@ def handle_record(record: SQSRecord, deadline: float) -> dict[str, Any]:
     if message is None:
         return {"message_id": delivery.message_id, "status": "malformed"}
     logger.thread_safe_append_keys(correlation_id=message.request_id, batch_id=message.batch_id)
-    persistence.offer_claim(lambda put: worker.claim(message, also=[put]))
+    persistence.offer_claim(lambda *also: worker.claim(message, also=also))
     try:
         summary: dict[str, Any] = answer_once(
             request={"key": message.idempotency_key}, message=message, delivery=delivery, deadline=deadline

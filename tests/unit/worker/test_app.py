@@ -183,12 +183,18 @@ def test_no_call_starts_that_cannot_finish_before_the_deadline(
     assert item is not None and item.status == "queued" and item.error["type"] == "DeadlineExceeded"  # type: ignore[index]
 
 
-def test_cancelled_request_is_skipped(app: ModuleType, store: Store, admin: Admin, sqs_record: Any) -> None:
+def test_cancelled_request_is_skipped(
+    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+) -> None:
     queued(store, "r-cancel")
     item = store.get("r-cancel")
     assert item is not None and store.cancel(item)
+    calls = _calls_by_operation(app)
     assert app.lambda_handler({"Records": [sqs_record(body("r-cancel"))]}, LambdaContext()) == {"batchItemFailures": []}
     assert admin.count("chat_completions") == 0
+    # One claim, cancelled with the idempotency record's write; then a read, and the claim is not tried again.
+    assert len(calls["TransactWriteItems"]) == 1
+    assert [c for c in calls.get("UpdateItem", []) if c["TableName"] == worker_env["CITEQ_TABLE"]] == []
 
 
 def _emf(output: str) -> list[dict[str, Any]]:
@@ -272,6 +278,7 @@ def test_an_answer_costs_two_writes_each_with_its_idempotency_record(
     again = app.lambda_handler({"Records": [sqs_record(body("r-one", batch_id="b-one", seq=1), 2)]}, LambdaContext())
     assert again == {"batchItemFailures": []}
     assert admin.count("chat_completions") == 1
+    assert len(calls["TransactWriteItems"]) == 3  # the redelivery's one claim, cancelled; no second try
     assert store.get_batch("b-one").counts == {  # type: ignore[union-attr]
         "queued": 0,
         "running": 0,
