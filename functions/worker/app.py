@@ -34,7 +34,7 @@ from citeq.config import Settings
 from citeq.queue import Queue
 from citeq.retry import RetryPolicy
 from citeq.store import RequestItem, Store, dynamodb_client
-from citeq.worker import Completion, Delivery, RetryLater, Worker, deadline_from
+from citeq.worker import Completion, Delivery, NoMetrics, RetryLater, Worker, deadline_from
 
 if TYPE_CHECKING:
     from citeq.messages import RequestMessage
@@ -59,8 +59,6 @@ class _Metrics:
         self._lock = threading.Lock()
 
     def metric(self, name: str, unit: str, value: float) -> None:
-        if METRICS_OFF:
-            return
         with self._lock:
             metrics.add_metric(name=name, unit=unit, value=value)
 
@@ -200,7 +198,7 @@ worker = Worker(
     client,
     queue,
     max_receives=MAX_RECEIVES,
-    recorder=_Metrics(),
+    recorder=NoMetrics() if METRICS_OFF else _Metrics(),
     on_finished=_request_callback,
     complete=persistence.completion,
 )
