@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -73,7 +73,6 @@ def worker_env(aws: dict[str, str], emulator: EmulatorServer, monkeypatch: pytes
     """The worker's environment pointing at moto's resources and the emulator."""
     env = {
         "CITEQ_TABLE": aws["ResultsTable"],
-        "CITEQ_IDEMPOTENCY_TABLE": aws["IdempotencyTable"],
         "CITEQ_QUEUE_URL": aws["RequestsQueue"],
         "CITEQ_DLQ_URL": aws["RequestsDeadLetterQueue"],
         "CITEQ_ASSISTANT": ASSISTANT,
@@ -86,3 +85,11 @@ def worker_env(aws: dict[str, str], emulator: EmulatorServer, monkeypatch: pytes
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def dispatch(worker_env: dict[str, str]) -> Callable[[], None]:
+    """Run the dispatcher over the table's stream so far (sends the messages and callback jobs owed)."""
+    from tests.helpers import stream_drain
+
+    return stream_drain(worker_env["CITEQ_TABLE"])

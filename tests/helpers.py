@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,19 @@ def make_pdf(path: Path, pages: list[list[str]]) -> Path:
             pdf.ln(2)
     pdf.output(str(path))
     return path
+
+
+def stream_drain(table: str) -> Callable[[], None]:
+    """A function that runs the real dispatcher over every change of ``table``'s stream since the last call,
+    with the template's filters: what Lambda's stream trigger does, run on demand (mock_aws has no trigger)."""
+    import boto3
+    from dispatcher import app as dispatcher_app
+
+    from citeq.config import Settings
+    from infra.local.stream_poller import StreamPoller
+    from infra.local.template import dispatcher_settings, load
+
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    handler = dispatcher_app.handler_for(dispatcher_app.build(Settings.from_env()))
+    poller = StreamPoller(boto3.client("dynamodbstreams"), arn, handler, filters=dispatcher_settings(load()).filters)
+    return poller.drain

@@ -20,13 +20,17 @@ def client(service: str) -> Any:
     return boto3.client(service, config=CONFIG)  # type: ignore[call-overload]
 
 
+def translate(service: str, operation: str, exc: ClientError | BotoCoreError) -> StoreError:
+    """The StoreError for an AWS error (its code kept; never its message, which may echo request data)."""
+    name = SERVICE_NAMES.get(service, service)
+    if isinstance(exc, ClientError):
+        return StoreError(f"{name} {operation} failed: {exc.response.get('Error', {}).get('Code', '')}")
+    return StoreError(f"{name} {operation} failed: {type(exc).__name__}")
+
+
 def call(api: Any, service: str, operation: str, **kwargs: Any) -> Any:
     """``api.<operation>(**kwargs)`` with AWS errors turned into StoreError (the AWS error code kept)."""
-    name = SERVICE_NAMES.get(service, service)
     try:
         return getattr(api, operation)(**kwargs)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        raise StoreError(f"{name} {operation} failed: {code}") from exc
-    except BotoCoreError as exc:
-        raise StoreError(f"{name} {operation} failed: {type(exc).__name__}") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(service, operation, exc) from exc

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from citeq.errors import ValidationError
+from citeq.errors import StoreError, ValidationError
 from citeq.messages import ASSISTANT_NAME, Callback, RequestMessage
-from citeq.queue import MAX_BODY_BYTES, Queue
-from citeq.store import NewRequest, RequestItem, Store
+from citeq.queue import MAX_BODY_BYTES
+from citeq.store import NewRequest, Store
 
 # A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
 MAX_QUESTION_BYTES = 200_000
@@ -280,46 +280,13 @@ def message_for(batch_id: str, seq: int, item: Item) -> RequestMessage:
     )
 
 
-def submit(
-    parsed: Parsed,
-    *,
-    store: Store,
-    queue: Queue,
-    idempotency_key: str | None = None,
-    skip_invalid: bool = False,
-    source: str | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Submitted:
-    """Create the batch, store its items as queued, then send them (10 per SendMessageBatch call).
-
-    With an ``idempotency_key`` already used for the same input, returns that batch and enqueues nothing
-    (or, if that submission was cut short, finishes sending it).
-    """
-    if parsed.errors and not skip_invalid:
-        raise InvalidInput(parsed.errors)
-    if not parsed.items:
-        raise InvalidInput(parsed.errors or [LineError(1, "the input has no items")])
-    items = parsed.items
-    batch_id = new_batch_id(clock)
-    fingerprint = _fingerprint(items)
-    key = f"{idempotency_key}:{fingerprint}" if idempotency_key else None
-    if idempotency_key:
-        claimed = store.claim_idempotency_key(idempotency_key, batch_id)
-        if claimed != batch_id:
-            batch_id = claimed
-            existing = store.get_batch(batch_id)
-            if existing is not None and existing.idempotency_key != key:
-                raise ValidationError(f"idempotency key {idempotency_key!r} was used for a different input")
-            if existing is not None and existing.state == "submitted":
-                return Submitted(batch_id, existing.total, 0, parsed.errors, reused=True)
-    bodies = []
+def _requests(batch_id: str, items: list[Item]) -> list[NewRequest]:
+    """The batch's requests, each checked to fit one SQS message before anything is written."""
     requests = []
     for seq, item in enumerate(items, start=1):
         message = message_for(batch_id, seq, item)
-        body = message.body()
-        if len(body.encode()) > MAX_BODY_BYTES:
+        if len(message.body().encode()) > MAX_BODY_BYTES:
             raise ValidationError(f"line {item.line}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
-        bodies.append((message.request_id, body))
         requests.append(
             NewRequest(
                 request_id=message.request_id,
@@ -333,47 +300,79 @@ def submit(
                 callback={"url": item.callback_url} if item.callback_url else None,
             )
         )
-    if store.get_batch(batch_id) is None:
-        store.create_batch(batch_id, len(items), source=source, idempotency_key=key)
-    # Store and send in slices, so the first answers are being worked on while the rest is still submitted.
+    return requests
+
+
+def _bind(store: Store, key: str, batch_id: str, *, automatic: bool, stored_key: str | None) -> tuple[str, bool]:
+    """The batch a submission writes to, and whether that batch was submitted in full already.
+
+    With the caller's idempotency key, the batch bound to it (same input required). Without one, the input's
+    fingerprint is bound while it is being submitted, so re-running an interrupted submit finishes that batch;
+    once a batch is submitted its automatic key is released and the same input makes a new batch."""
+    for _ in range(3):
+        claimed = store.claim_idempotency_key(key, batch_id)
+        if claimed == batch_id:
+            return batch_id, False
+        existing = store.get_batch(claimed)
+        if not automatic:
+            if existing is not None and existing.idempotency_key != stored_key:
+                raise ValidationError(f"idempotency key {key!r} was used for a different input")
+            return claimed, existing is not None and existing.state == "submitted"
+        if existing is not None and existing.state != "submitted":
+            return claimed, False
+        store.release_idempotency_key(key, claimed)  # a finished batch whose key was left bound: free it
+    raise StoreError("could not bind the submission to a batch (the input is being submitted concurrently)")
+
+
+def submit(
+    parsed: Parsed,
+    *,
+    store: Store,
+    idempotency_key: str | None = None,
+    skip_invalid: bool = False,
+    source: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Submitted:
+    """Create the batch and store its items as queued, in slices; storing a request enqueues it (the table's
+    stream drives the dispatcher). Everything is validated before the first write.
+
+    The same input submitted again while its batch is incomplete (interrupted, or a write failed) finishes
+    that batch, with or without an ``idempotency_key``; with a key already used for a submitted batch of the
+    same input, returns that batch and writes nothing.
+    """
+    if parsed.errors and not skip_invalid:
+        raise InvalidInput(parsed.errors)
+    if not parsed.items:
+        raise InvalidInput(parsed.errors or [LineError(1, "the input has no items")])
+    items = parsed.items
+    batch_id = new_batch_id(clock)
+    _requests(batch_id, items)  # sizes checked before anything is written
+    fingerprint = _fingerprint(items)
+    stored_key = f"{idempotency_key}:{fingerprint}" if idempotency_key else None
+    key = idempotency_key or f"auto:{fingerprint}"
+    batch_id, complete = _bind(store, key, batch_id, automatic=idempotency_key is None, stored_key=stored_key)
+    existing = store.get_batch(batch_id)
+    if complete and existing is not None:
+        return Submitted(batch_id, existing.total, 0, parsed.errors, reused=True)
+    requests = _requests(batch_id, items)
+    if existing is None:
+        store.create_batch(batch_id, len(items), source=source, idempotency_key=stored_key)
+    written = 0
+    # Store in slices, so the first answers are being worked on while the rest is still submitted.
     for start in range(0, len(requests), SUBMIT_SLICE):
-        store.put_requests(requests[start : start + SUBMIT_SLICE])
-        queue.send(bodies[start : start + SUBMIT_SLICE])
+        written += store.put_requests(requests[start : start + SUBMIT_SLICE])
     store.mark_batch_submitted(batch_id)
-    return Submitted(batch_id, len(items), len(bodies), parsed.errors, reused=False)
+    if idempotency_key is None:
+        store.release_idempotency_key(key, batch_id)
+    return Submitted(batch_id, len(items), written, parsed.errors, reused=existing is not None)
 
 
-def retry_failed(batch_id: str, *, store: Store, queue: Queue) -> int:
-    """Put every failed request of a batch back on the queue (a new retry generation); returns how many."""
-    bodies = []
-    for item in store.iter_batch(batch_id):
-        if item.status != "failed":
-            continue
-        reset = store.reset(item)
-        if reset is not None:
-            bodies.append((reset.request_id, message_from_item(reset).body()))
-    if bodies:
-        queue.send(bodies)
-    return len(bodies)
+def retry_failed(batch_id: str, *, store: Store) -> int:
+    """Put every failed request of a batch back to queued (a new retry generation; the reset enqueues it);
+    returns how many. An interrupted retry is finished by running it again: what it reset is queued already."""
+    return sum(1 for item in store.iter_batch(batch_id) if item.status == "failed" and store.reset(item) is not None)
 
 
 def cancel(batch_id: str, *, store: Store) -> int:
     """Cancel every request of a batch still queued (the worker skips them); returns how many."""
     return sum(1 for item in store.iter_batch(batch_id) if item.status == "queued" and store.cancel(item))
-
-
-def message_from_item(item: RequestItem) -> RequestMessage:
-    """The queue message for a stored request (used to send it again)."""
-    return RequestMessage.model_validate(
-        {
-            "request_id": item.request_id,
-            "batch_id": item.batch_id,
-            "custom_id": item.custom_id,
-            "seq": item.seq,
-            "assistant": item.assistant,
-            "messages": item.messages,
-            "options": item.options,
-            "callback": item.callback,
-            "generation": item.generation,
-        }
-    )

@@ -1,10 +1,12 @@
 """Callbacks: when a request with a callback URL ends, POST its result there, signed with Standard Webhooks.
 
-Deliveries go through their own SQS queue so the worker never waits on a receiver: the worker enqueues
-``{"request_id", "attempt"}``; the callback function delivers and, on failure, hands the message back with the
-next delay of ``SCHEDULE`` (seconds, then minutes, then hours: about a day in all). Every attempt is recorded on
-the request. URLs that resolve to loopback, private, link-local or reserved addresses are refused unless their
-host is in ``CITEQ_CALLBACK_ALLOW_HOSTS`` (how local runs use 127.0.0.1).
+Deliveries go through their own SQS queue so the worker never waits on a receiver: the dispatcher enqueues
+``{"request_id", "generation"}`` when a request with a callback ends (``citeq.dispatch``); the callback
+function delivers and, on failure, hands the message back with the next delay of ``SCHEDULE`` (seconds, then
+minutes, then hours: about a day in all). Every attempt is recorded on the request, and the generation
+delivered (``callback_done``), so a duplicate job does not deliver twice. URLs that resolve to loopback,
+private, link-local or reserved addresses are refused unless their host is in ``CITEQ_CALLBACK_ALLOW_HOSTS``
+(how local runs use 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class Deliverer:
         item = self.store.get(request_id)
         if item is None or not item.callback or item.status not in ("succeeded", "failed"):
             return Outcome(False, None, "nothing to deliver", None)
+        if item.callback_done is not None and item.callback_done >= item.generation:
+            return Outcome(True, None, None, None)  # a duplicate job: this generation's callback went already
         url = str(item.callback.get("url", ""))
         body = json.dumps(payload(item), separators=(",", ":")).encode()
         status: int | None = None
@@ -133,6 +137,8 @@ class Deliverer:
         except requests.RequestException as exc:
             error = f"delivery failed: {type(exc).__name__}"
         delivered = error is None
+        if delivered:
+            self.store.mark_callback_done(item.request_id, item.generation)
         permanent = isinstance(error, str) and ("non-public" in error or "must be http" in error)
         retry_in = None if delivered or permanent or attempt > len(SCHEDULE) else float(SCHEDULE[attempt - 1])
         self.store.record_delivery(

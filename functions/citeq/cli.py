@@ -151,15 +151,16 @@ def _submit(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     result = batch.submit(
         parsed,
         store=factory.store(),
-        queue=factory.queue(),
         idempotency_key=args.idempotency_key,
         skip_invalid=args.skip_invalid,
         source=os.path.basename(args.file),
     )
     for error in result.skipped:
         out.write(f"skipped {error}\n")
-    if result.reused:
+    if result.reused and not result.enqueued:
         out.write(f"{result.batch_id}\n(already submitted with this idempotency key: nothing enqueued)\n")
+    elif result.reused:
+        out.write(f"{result.batch_id}\nfinished an interrupted submission: {result.enqueued} more requests\n")
     else:
         out.write(f"{result.batch_id}\nsubmitted {result.enqueued} requests\n")
     if args.wait:
@@ -231,7 +232,7 @@ def _results(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
 
 def _retry(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     _batch(factory, args.batch_id)
-    count = batch.retry_failed(args.batch_id, store=factory.store(), queue=factory.queue())
+    count = batch.retry_failed(args.batch_id, store=factory.store())
     out.write(f"re-enqueued {count} failed requests\n")
     return EXIT_OK
 

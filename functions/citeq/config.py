@@ -36,6 +36,12 @@ CALLBACK_SECRET_ARN = "CITEQ_CALLBACK_SECRET_ARN"
 WEBHOOK_SECRETS = "CITEQ_WEBHOOK_SECRETS"
 WEBHOOK_SECRETS_ARN = "CITEQ_WEBHOOK_SECRETS_ARN"
 CALLBACK_ALLOW_HOSTS = "CITEQ_CALLBACK_ALLOW_HOSTS"
+CALLBACK_QUEUE_URL = "CITEQ_CALLBACK_QUEUE_URL"
+MAX_RECEIVES = "CITEQ_MAX_RECEIVES"
+WORKER_CONCURRENCY = "CITEQ_WORKER_CONCURRENCY"
+TOKENS_PER_MINUTE = "CITEQ_TOKENS_PER_MINUTE"
+# Chat input tokens per minute by plan (Pinecone's rate-limit page, current; shared/reference §7.2).
+PLANS = {"starter": 100_000, "standard": 300_000, "enterprise": 1_000_000}
 
 DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
 # A current stable API version (quarterly releases; what pinecone 10 sends).
@@ -66,6 +72,24 @@ class Secret:
         return hash(self._value)
 
 
+def tokens_per_minute(raw: str | None) -> int | None:
+    """``CITEQ_TOKENS_PER_MINUTE``: a positive number, a plan name (starter, standard, enterprise), or unset /
+    ``0`` / ``none`` for no pacing."""
+    if raw is None or raw.lower() in ("0", "none", "off"):
+        return None
+    if raw.lower() in PLANS:
+        return PLANS[raw.lower()]
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise ConfigurationError(
+            f"{TOKENS_PER_MINUTE} must be a number of tokens or a plan name ({', '.join(PLANS)}), got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ConfigurationError(f"{TOKENS_PER_MINUTE} must not be negative, got {raw!r}")
+    return value or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything citeq reads from its environment."""
@@ -92,6 +116,12 @@ class Settings:
     # Comma-separated: more than one during a rotation.
     webhook_secrets: Secret | None = None
     webhook_secrets_arn: str | None = None
+    callback_queue_url: str | None = None
+    # Failed attempts (5xx, timeouts, crashes) before a request fails; the queue's maxReceiveCount backs it up.
+    max_receives: int = 6
+    worker_concurrency: int = 10
+    # The plan's chat input tokens per minute (a number or a plan name); None: calls are not paced.
+    tokens_per_minute: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,6 +166,10 @@ class Settings:
             "callback_secret_arn": text(CALLBACK_SECRET_ARN),
             "webhook_secrets": Secret(webhook) if webhook else None,
             "webhook_secrets_arn": text(WEBHOOK_SECRETS_ARN),
+            "callback_queue_url": text(CALLBACK_QUEUE_URL),
+            "max_receives": number(MAX_RECEIVES, int, cls.max_receives),
+            "worker_concurrency": number(WORKER_CONCURRENCY, int, cls.worker_concurrency),
+            "tokens_per_minute": tokens_per_minute(text(TOKENS_PER_MINUTE)),
             "callback_allow_hosts": tuple(
                 h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
             ),

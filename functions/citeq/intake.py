@@ -1,4 +1,5 @@
-"""Single requests (HTTP ``POST /v1/requests`` and signed webhooks): validate, store as queued, enqueue."""
+"""Single requests (HTTP ``POST /v1/requests`` and signed webhooks): validate, then store as queued (which
+enqueues them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from citeq.batch import validate_item
 from citeq.errors import ValidationError
 from citeq.messages import RequestMessage
-from citeq.queue import Queue
+from citeq.queue import MAX_BODY_BYTES
 from citeq.store import NewRequest, Store
 
 
@@ -30,12 +31,13 @@ def enqueue(
     payload: Any,
     *,
     store: Store,
-    queue: Queue,
     default_assistant: str | None,
     request_id: str | None = None,
     require_callback: bool = False,
 ) -> Accepted:
-    """Validate one request (the fields of a batch line; ``custom_id`` optional), store it, send it."""
+    """Validate one request (the fields of a batch line; ``custom_id`` optional), then store it: the write
+    enqueues it (the table's stream drives the dispatcher). Nothing is written for an invalid request; a
+    request id stored before is a duplicate (its first write owes the message)."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
     record = {"custom_id": payload.get("custom_id") or "request", **payload}
@@ -44,6 +46,18 @@ def enqueue(
         raise ValidationError("callback_url is required")
     rid = request_id or new_request_id()
     callback = {"url": item.callback_url} if item.callback_url else None
+    message = RequestMessage.model_validate(
+        {
+            "request_id": rid,
+            "custom_id": payload.get("custom_id"),
+            "assistant": item.assistant,
+            "messages": item.messages,
+            "options": item.options,
+            "callback": callback,
+        }
+    )
+    if len(message.body().encode()) > MAX_BODY_BYTES:
+        raise ValidationError(f"the request is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
     stored = NewRequest(
         request_id=rid,
         assistant=item.assistant,
@@ -55,15 +69,4 @@ def enqueue(
     )
     if not store.put_request(stored):
         return Accepted(rid, duplicate=True)
-    message = RequestMessage.model_validate(
-        {
-            "request_id": rid,
-            "custom_id": payload.get("custom_id"),
-            "assistant": item.assistant,
-            "messages": item.messages,
-            "options": item.options,
-            "callback": callback,
-        }
-    )
-    queue.send([(rid, message.body())])
     return Accepted(rid)

@@ -11,7 +11,9 @@ Version 1::
      "messages": [{"role": "user", "content": "..."}],
      "options": {"model": "gpt-4o", "temperature": 0.0, "filter": {...}},   # each optional
      "callback": {"url": "https://..."} | null,
-     "generation": 0}                          # bumped by retry/redrive: a new try is not a duplicate
+     "generation": 0,                          # bumped by retry/redrive: a new try is not a duplicate
+     "dispatch": "9f2c..." | absent}           # the stored request's token for this message: a claim must
+                                               # carry the current one, so a superseded message does nothing
 
 A body with another ``v`` is rejected with a clear reason (and recorded, not retried).
 """
@@ -75,11 +77,7 @@ class RequestMessage(BaseModel):
     options: Options = Field(default_factory=Options)
     callback: Callback | None = None
     generation: int = Field(default=0, ge=0)
-
-    @property
-    def idempotency_key(self) -> str:
-        """What makes two deliveries the same request: its id and its retry generation."""
-        return f"{self.request_id}#{self.generation}"
+    dispatch: str | None = Field(default=None, max_length=64)
 
     @field_validator("assistant")
     @classmethod

@@ -17,6 +17,10 @@ MAX_BODY_BYTES = 1_048_576
 # ChangeMessageVisibility accepts at most 12 hours.
 MAX_VISIBILITY = 43_200
 SEND_ATTEMPTS = 6
+# SendMessage's DelaySeconds accepts at most 15 minutes.
+MAX_DELAY = 900
+# (id, body) or (id, body, delay seconds)
+Outgoing = tuple[str, str] | tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -58,22 +62,32 @@ class Queue:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         return aws.call(self.client, "sqs", operation, **kwargs)
 
-    def send(self, messages: Sequence[tuple[str, str]], *, url: str | None = None) -> None:
-        """Send ``(id, body)`` pairs; ids must be unique within a call of 10. Raises if some never went."""
-        target = url or self.url
-        chunks = [list(messages[i : i + 10]) for i in range(0, len(messages), 10)]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            failed = [entry for result in pool.map(lambda c: self._send_chunk(target, c), chunks) for entry in result]
+    def send(self, messages: Sequence[Outgoing], *, url: str | None = None) -> None:
+        """Send ``(id, body)`` or ``(id, body, delay_seconds)`` tuples (SendMessageBatch, 10 a call, in parallel).
+        Raises StoreError naming the ids of messages that never went."""
+        failed = self.try_send(messages, url=url)
         if failed:
             raise StoreError(f"SQS did not accept {len(failed)} messages after {SEND_ATTEMPTS} tries: {failed[:5]}")
 
-    def _send_chunk(self, url: str, chunk: list[tuple[str, str]]) -> list[str]:
+    def try_send(self, messages: Sequence[Outgoing], *, url: str | None = None) -> list[str]:
+        """Like ``send``, but returns ``"id: reason"`` for each message that never went instead of raising."""
+        target = url or self.url
+        chunks = [list(messages[i : i + 10]) for i in range(0, len(messages), 10)]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return [entry for result in pool.map(lambda c: self._send_chunk(target, c), chunks) for entry in result]
+
+    def _send_chunk(self, url: str, chunk: list[Outgoing]) -> list[str]:
         """Send up to 10 messages, retrying the entries SQS did not take; returns ``"id: reason"`` of losses."""
-        pending = {f"m{index}": pair for index, pair in enumerate(chunk)}
+        pending = {f"m{index}": message for index, message in enumerate(chunk)}
         rejected: list[str] = []
         reason = ""
         for attempt in range(SEND_ATTEMPTS):
-            entries = [{"Id": entry_id, "MessageBody": body} for entry_id, (_, body) in pending.items()]
+            entries = [
+                {"Id": entry_id, "MessageBody": message[1], "DelaySeconds": min(MAX_DELAY, max(0, int(message[2])))}
+                if len(message) == 3
+                else {"Id": entry_id, "MessageBody": message[1]}
+                for entry_id, message in pending.items()
+            ]
             try:
                 result = self._call("send_message_batch", QueueUrl=url, Entries=entries)
             except StoreError as exc:
@@ -89,7 +103,7 @@ class Queue:
             if not pending:
                 break
             self.sleep(min(5.0, 0.1 * 2**attempt))
-        return rejected + [f"{request_id}: {reason}" for request_id, _ in pending.values()]
+        return rejected + [f"{message[0]}: {reason}" for message in pending.values()]
 
     def delay(self, receipt_handle: str, seconds: float) -> None:
         """Make a received message visible again after ``seconds`` (how a retry honours Retry-After)."""
@@ -156,7 +170,11 @@ class Queue:
 
     def redrive(self, letters: Sequence[DeadLetter]) -> None:
         """Move DLQ messages back to the main queue (sent first, then deleted: never lost)."""
-        url = self._require_dlq()
         self.send([(letter.message_id, letter.body) for letter in letters])
+        self.delete_letters(letters)
+
+    def delete_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Delete DLQ messages whose work is owed elsewhere now."""
+        url = self._require_dlq()
         for letter in letters:
             self._call("delete_message", QueueUrl=url, ReceiptHandle=letter.receipt_handle)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from citeq.errors import CiteqError
+from citeq.errors import CiteqError, RateLimitError
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,14 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 20.0
     max_retry_after: float = 60.0
+    # False: a 429 goes straight to the caller (the worker paces and puts the request off instead).
+    retry_rate_limits: bool = True
 
 
 def should_retry(error: CiteqError, attempt: int, policy: RetryPolicy) -> bool:
     """Whether to make attempt ``attempt + 1`` after ``error`` ended attempt ``attempt`` (1-based)."""
+    if isinstance(error, RateLimitError) and not policy.retry_rate_limits:
+        return False
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and retry_after > policy.max_retry_after:
         return False

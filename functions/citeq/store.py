@@ -9,6 +9,21 @@ Keys (``pk``/``sk``) and the one index (``gsi1``, projection ALL):
 Every status change is one TransactWriteItems: the request's update, conditioned on the status it is
 leaving (and, for a running request, on the lease of the attempt making the change), plus the batch
 counters moved by one. So counters always sum to the total, and no older attempt overwrites a newer one.
+
+The request item is the one source of truth for exactly-once (issue 9). Its state machine::
+
+    queued ──claim──► running ──succeed──► succeeded
+      ▲  ▲              │ │ └──fail──────► failed ──reset──► queued (new generation)
+      │  └──requeue─────┘ └──defer───────► queued (new dispatch token, not_before)
+      └──defer (new dispatch token, not_before)          cancelled ◄──cancel── queued
+
+- A claim sets ``lease`` (a token) and ``lease_until`` (epoch seconds, the invocation's deadline); a running
+  request whose lease has ended may be claimed again (its attempt died). Results are conditional on the lease.
+- ``dispatch`` names the SQS message a queued request is owed. Writing a new token *is* the enqueue: the
+  table's stream drives ``citeq.dispatch``, which sends a message for each new token (after ``not_before``).
+  A claim must carry the current token, so a superseded message does nothing.
+- A request that ends with a ``callback`` owes a callback job, sent the same way when its status becomes
+  terminal; ``callback_done`` (the generation delivered) makes the delivery take effect once.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,9 +87,19 @@ def _get_n(item: dict[str, Attr], name: str) -> int | None:
     return int(float(value["N"])) if value and "N" in value else None
 
 
+def _get_f(item: dict[str, Attr], name: str) -> float | None:
+    value = item.get(name)
+    return float(value["N"]) if value and "N" in value else None
+
+
 def _get_j(item: dict[str, Attr], name: str) -> Any:
     raw = _get_s(item, name)
     return json.loads(raw) if raw is not None else None
+
+
+def new_token() -> str:
+    """A random token naming one lease or one owed message."""
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,13 @@ class RequestItem:
     error: dict[str, Any] | None = None
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0
+    lease_until: float | None = None
+    dispatch: str | None = None
+    not_before: float | None = None
+    wait_reason: str | None = None
+    failures: int = 0
+    deferrals: int = 0
+    callback_done: int | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Attr]) -> RequestItem:
@@ -148,7 +180,18 @@ class RequestItem:
             error=_get_j(item, "error"),
             deliveries=[json.loads(d["S"]) for d in item.get("deliveries", {}).get("L", [])],
             generation=_get_n(item, "generation") or 0,
+            lease_until=_get_f(item, "lease_until"),
+            dispatch=_get_s(item, "dispatch"),
+            not_before=_get_f(item, "not_before"),
+            wait_reason=_get_s(item, "wait_reason"),
+            failures=_get_n(item, "failures") or 0,
+            deferrals=_get_n(item, "deferrals") or 0,
+            callback_done=_get_n(item, "callback_done"),
         )
+
+    def lease_live(self, now: float) -> bool:
+        """Whether a running request's attempt may still be at work (its lease has not ended)."""
+        return self.status == "running" and self.lease_until is not None and self.lease_until > now
 
     @property
     def question(self) -> str:
@@ -261,6 +304,21 @@ class Store:
         )
         return str(found["Item"]["batch_id"]["S"])
 
+    def release_idempotency_key(self, key: str, batch_id: str) -> None:
+        """Unbind ``key`` if it still names ``batch_id`` (a finished submission's automatic key)."""
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")},
+                ConditionExpression="batch_id = :b",
+                ExpressionAttributeValues={":b": _s(batch_id)},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise aws.translate("dynamodb", "delete_item", exc) from exc
+        except BotoCoreError as exc:
+            raise aws.translate("dynamodb", "delete_item", exc) from exc
+
     def create_batch(self, batch_id: str, total: int, *, source: str | None, idempotency_key: str | None) -> None:
         """Write the batch record with every request counted as queued."""
         ts = self.clock()
@@ -312,7 +370,7 @@ class Store:
         )
 
     # ------------------------------------------------------------------ requests
-    def _request_item(self, request: NewRequest, ts: float) -> dict[str, Attr]:
+    def _request_item(self, request: NewRequest, ts: float, dispatch: str | None = None) -> dict[str, Attr]:
         item: dict[str, Attr] = {
             "pk": _s(f"REQ#{request.request_id}"),
             "sk": _s("REQ"),
@@ -322,6 +380,8 @@ class Store:
             "messages": _j(request.messages),
             "options": _j(request.options),
             "attempts": _n(0),
+            # The message this new request is owed: the stream dispatcher sends it (the write is the enqueue).
+            "dispatch": _s(dispatch or new_token()),
             "created_at": _s(now_iso(ts)),
             "updated_at": _s(now_iso(ts)),
             "expires_at": self._expires(),
@@ -339,28 +399,45 @@ class Store:
             item["callback"] = _j(request.callback)
         return item
 
-    def put_request(self, request: NewRequest) -> bool:
-        """Store one queued request; False if that request id exists already (nothing changed)."""
+    def put_request(self, request: NewRequest, *, dispatch: str | None = None) -> bool:
+        """Store one queued request (which also enqueues it, through the stream, as message ``dispatch`` when
+        given); False if that request id exists already (nothing changed)."""
+        return self._put_new(self._request_item(request, self.clock(), dispatch))
+
+    def put_failed(self, request: NewRequest, error: dict[str, Any]) -> bool:
+        """Store a request that ended before it began (a malformed message kept with its reason): it owes
+        nothing. False if that request id exists already."""
+        ts = self.clock()
+        item = self._request_item(request, ts)
+        del item["dispatch"]
+        item.update({"status": _s("failed"), "error": _j(error), "finished_at": _s(now_iso(ts))})
+        return self._put_new(item)
+
+    def _put_new(self, item: dict[str, Attr]) -> bool:
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=self._request_item(request, self.clock()),
+                Item=item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False
-            raise StoreError("DynamoDB put_item failed") from exc
+            raise aws.translate("dynamodb", "put_item", exc) from exc
+        except BotoCoreError as exc:
+            raise aws.translate("dynamodb", "put_item", exc) from exc
 
-    def put_requests(self, requests: Sequence[NewRequest], *, workers: int = 8) -> None:
-        """Store queued requests that do not exist yet (BatchWriteItem, 25 a call, in parallel)."""
+    def put_requests(self, requests: Sequence[NewRequest], *, workers: int = 8) -> int:
+        """Store queued requests that do not exist yet (BatchWriteItem, 25 a call, in parallel); returns how many
+        were written. Existing ones are left as they are, so a resumed submission never enqueues twice."""
         existing = self.existing(r.request_id for r in requests)
         ts = self.clock()
         items = [self._request_item(r, ts) for r in requests if r.request_id not in existing]
         chunks = [items[i : i + 25] for i in range(0, len(items), 25)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(self._write_chunk, chunks))
+        return len(items)
 
     def _write_chunk(self, items: list[dict[str, Attr]]) -> None:
         pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
@@ -405,14 +482,17 @@ class Store:
         sets: dict[str, Attr],
         *,
         lease: str | None = None,
+        expired_by: float | None = None,
+        dispatch: str | None = None,
+        ready_by: float | None = None,
         remove: Sequence[str] = (),
-        increment: Sequence[str] = (),
-        also: Sequence[dict[str, Any]] = (),
+        add: dict[str, int] | None = None,
     ) -> bool:
-        """Move ``item`` from its current status to ``to`` atomically with its batch's counters (and any
-        writes in ``also``, TransactWriteItems entries without conditions of their own).
+        """Move ``item`` from its current status to ``to`` atomically with its batch's counters.
 
-        False when the item is no longer in the status (or lease) this caller saw: someone else moved it.
+        Conditions: the item is still in ``item.status``; and, when given, still holds ``lease`` (the caller's
+        attempt), or its lease ended before ``expired_by`` (a takeover), or it still owes message ``dispatch``.
+        False when a condition failed: someone else moved it, and nothing was written.
         """
         ts = self.clock()
         values: dict[str, Attr] = {":to": _s(to), ":from": _s(item.status), ":now": _s(now_iso(ts))}
@@ -427,16 +507,29 @@ class Store:
             condition += " AND #lease = :lease"
             names["#lease"] = "lease"
             values[":lease"] = _s(lease)
+        if expired_by is not None:
+            condition += " AND (attribute_not_exists(#until) OR #until < :expired_by)"
+            names["#until"] = "lease_until"
+            values[":expired_by"] = _n(expired_by)
+        if dispatch is not None:
+            # Items written before dispatch tokens existed owe whichever message arrives.
+            condition += " AND (attribute_not_exists(#dispatch) OR #dispatch = :dispatch)"
+            names["#dispatch"] = "dispatch"
+            values[":dispatch"] = _s(dispatch)
+        if ready_by is not None:
+            condition += " AND (attribute_not_exists(#nb) OR #nb <= :ready_by)"
+            names["#nb"] = "not_before"
+            values[":ready_by"] = _n(ready_by)
         expression = "SET " + ", ".join(assignments)
         if remove:
             for index, name in enumerate(remove):
                 names[f"#r{index}"] = name
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        if increment:
-            for index, name in enumerate(increment):
+        if add:
+            for index, (name, amount) in enumerate(add.items()):
                 names[f"#i{index}"] = name
-            values[":one"] = _n(1)
-            expression += " ADD " + ", ".join(f"#i{i} :one" for i in range(len(increment)))
+                values[f":i{index}"] = _n(amount)
+            expression += " ADD " + ", ".join(f"#i{i} :i{i}" for i in range(len(add)))
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"pk": _s(f"REQ#{item.request_id}"), "sk": _s("REQ")},
@@ -458,7 +551,6 @@ class Store:
                     }
                 }
             )
-        actions.extend(also)
         # Concurrent transactions on one batch's counter item can be cancelled as TransactionConflict:
         # nothing was written, so try again (a few times, with jitter) before giving up.
         attempt = 0
@@ -475,7 +567,7 @@ class Store:
                     return False
                 if code == "TransactionCanceledException":
                     reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-                    if "ConditionalCheckFailed" in reasons:  # this item's, or one in ``also``: nothing written
+                    if "ConditionalCheckFailed" in reasons:  # nothing written
                         return False
                     if "TransactionConflict" in reasons and attempt < 5:
                         self.sleep(random.uniform(0, 0.05 * 2**attempt))
@@ -485,51 +577,107 @@ class Store:
             except BotoCoreError as exc:
                 raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
 
-    def start(self, item: RequestItem, also: Sequence[dict[str, Any]] = ()) -> RequestItem | None:
-        """Claim a queued (or abandoned running) request for one attempt; None if it has ended or moved.
-
-        ``item`` only needs the right ``status`` (and ``lease`` when running): the worker first tries with the
-        message's own data as a queued request, which saves a read in the common case.
-        """
-        if item.status in TERMINAL:
-            return None
-        lease = secrets.token_hex(8)
-        ts = self.clock()
-        attempts = item.attempts + 1
-        sets = {"lease": _s(lease), "started_at": _s(now_iso(ts))}
-        held = item.lease if item.status == "running" else None
-        if not self._transition(item, "running", sets, lease=held, increment=["attempts"], also=also):
-            return None
-        return RequestItem(
-            **{**item.__dict__, "status": "running", "lease": lease, "attempts": attempts, "started_at": now_iso(ts)}
+    def _running(self, item: RequestItem, lease: str, lease_until: float, ts: float, **changes: Any) -> RequestItem:
+        return replace(
+            item,
+            status="running",
+            lease=lease,
+            lease_until=lease_until,
+            attempts=item.attempts + 1,
+            started_at=now_iso(ts),
+            **changes,
         )
+
+    def claim(self, item: RequestItem, lease_until: float) -> RequestItem | None:
+        """Claim a queued request for one attempt that may run until ``lease_until`` (epoch seconds); None when
+        it is not queued, owes another message than ``item.dispatch``, or must wait longer (nothing written).
+
+        ``item`` needs only the request id, batch id and dispatch token: the worker claims with the message's
+        own data, which saves a read in the common case."""
+        lease, ts = new_token(), self.clock()
+        sets = {"lease": _s(lease), "lease_until": _n(lease_until), "started_at": _s(now_iso(ts))}
+        queued = replace(item, status="queued")
+        # A delayed message may arrive up to a second early (SQS delays are whole seconds).
+        if not self._transition(
+            queued,
+            "running",
+            sets,
+            dispatch=item.dispatch,
+            ready_by=ts + 1.0,
+            remove=["not_before", "wait_reason"],
+            add={"attempts": 1},
+        ):
+            return None
+        return self._running(queued, lease, lease_until, ts, not_before=None, wait_reason=None)
+
+    def take_over(self, item: RequestItem, lease_until: float) -> RequestItem | None:
+        """Claim a running request whose lease has ended (the attempt holding it died): counts one failure.
+        None when it moved on or its lease is still live."""
+        if item.status != "running" or item.lease is None:
+            return None
+        lease, ts = new_token(), self.clock()
+        sets = {"lease": _s(lease), "lease_until": _n(lease_until), "started_at": _s(now_iso(ts))}
+        if not self._transition(
+            item, "running", sets, lease=item.lease, expired_by=ts, add={"attempts": 1, "failures": 1}
+        ):
+            return None
+        return self._running(item, lease, lease_until, ts, failures=item.failures + 1)
 
     def _answer_budget(self, item: RequestItem) -> int:
         used = len(json.dumps(item.messages)) + len(json.dumps(item.options)) + len(json.dumps(item.metadata or {}))
         return ITEM_BUDGET - used - 4_000
 
-    def succeed(
-        self, item: RequestItem, answer: dict[str, Any], latency_ms: int, also: Sequence[dict[str, Any]] = ()
-    ) -> bool:
-        """Record the answer (with the writes in ``also``, all or nothing); False if this attempt's lease was
-        taken over (its result is dropped)."""
+    def succeed(self, item: RequestItem, answer: dict[str, Any], latency_ms: int) -> bool:
+        """Record the answer; False if this attempt's lease was taken over (its result is dropped)."""
         sets = {
             **_answer_attrs(answer, self._answer_budget(item)),
             "latency_ms": _n(latency_ms),
             "finished_at": _s(now_iso(self.clock())),
         }
-        return self._transition(item, "succeeded", sets, lease=item.lease, remove=["error"], also=also)
+        return self._transition(
+            item, "succeeded", sets, lease=item.lease, remove=["error", "lease_until", "not_before", "wait_reason"]
+        )
 
     def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
-        """Record a final failure with its reason."""
+        """Record a final failure with its reason (by the attempt holding the lease, or of a queued request)."""
         sets = {"error": _j(error), "finished_at": _s(now_iso(self.clock()))}
         if latency_ms is not None:
             sets["latency_ms"] = _n(latency_ms)
-        return self._transition(item, "failed", sets, lease=item.lease if item.status == "running" else None)
+        lease = item.lease if item.status == "running" else None
+        return self._transition(item, "failed", sets, lease=lease, remove=["lease_until", "not_before", "wait_reason"])
 
-    def requeue(self, item: RequestItem, error: dict[str, Any]) -> bool:
-        """Hand a running request back to the queue after a retryable error (the error is kept)."""
-        return self._transition(item, "queued", {"error": _j(error)}, lease=item.lease)
+    def abandon(self, item: RequestItem, error: dict[str, Any]) -> bool:
+        """Fail a request whose message was dead-lettered: queued, or running with its lease ended. False when
+        it ended or an attempt still holds a live lease."""
+        sets = {"error": _j(error), "finished_at": _s(now_iso(self.clock()))}
+        if item.status == "running":
+            return self._transition(item, "failed", sets, lease=item.lease, expired_by=self.clock())
+        return item.status == "queued" and self._transition(item, "failed", sets, remove=["not_before", "wait_reason"])
+
+    def requeue(self, item: RequestItem, error: dict[str, Any], *, failure: bool = True) -> bool:
+        """Hand a running request back after a retryable error: the same message comes back (through its
+        visibility) and may claim it again. The error is kept; ``failure`` counts it as a real failure."""
+        return self._transition(
+            item, "queued", {"error": _j(error)}, lease=item.lease, remove=["lease_until"],
+            add={"failures": 1} if failure else None,
+        )
+
+    def defer(self, item: RequestItem, not_before: float, reason: str) -> RequestItem | None:
+        """Put a request back to wait until ``not_before`` (epoch seconds) for ``reason`` without counting an
+        attempt: a new dispatch token, so the stream sends a fresh message (its receive count starts again)
+        delayed until then. From queued (the message's token must be current) or from running (by the lease
+        holder, whose attempt is then not counted). None when the request moved on."""
+        token = new_token()
+        sets = {"dispatch": _s(token), "not_before": _n(round(not_before, 3)), "wait_reason": _s(reason)}
+        if item.status == "running":
+            ok = self._transition(
+                item, "queued", sets, lease=item.lease, remove=["lease_until"], add={"deferrals": 1, "attempts": -1}
+            )
+        else:
+            ok = self._transition(item, "queued", sets, dispatch=item.dispatch, add={"deferrals": 1})
+        if not ok:
+            return None
+        return replace(item, status="queued", dispatch=token, not_before=not_before, wait_reason=reason, lease=None)
 
     def cancel(self, item: RequestItem) -> bool:
         """Cancel a queued request."""
@@ -538,14 +686,35 @@ class Store:
         )
 
     def reset(self, item: RequestItem) -> RequestItem | None:
-        """Put a failed (or cancelled) request back to queued for another try, in a new retry generation
-        (so idempotency does not take the new try for a duplicate). None if it was not failed or cancelled."""
+        """Put a failed (or cancelled) request back to queued for another try, in a new retry generation with a
+        new dispatch token (the stream sends its message). None if it was not failed or cancelled."""
         if item.status not in ("failed", "cancelled"):
             return None
-        generation = item.generation + 1
-        if not self._transition(item, "queued", {"generation": _n(generation)}, remove=["finished_at"]):
+        generation, token = item.generation + 1, new_token()
+        sets = {"generation": _n(generation), "dispatch": _s(token), "failures": _n(0)}
+        if not self._transition(item, "queued", sets, remove=["finished_at", "not_before", "wait_reason"]):
             return None
-        return RequestItem(**{**item.__dict__, "status": "queued", "generation": generation, "finished_at": None})
+        return replace(item, status="queued", generation=generation, dispatch=token, failures=0, finished_at=None)
+
+    def mark_callback_done(self, request_id: str, generation: int) -> bool:
+        """Record that the callback of ``generation`` was delivered; False if it had been already."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
+                UpdateExpression="SET callback_done = :g",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (attribute_not_exists(callback_done) OR callback_done < :g)"
+                ),
+                ExpressionAttributeValues={":g": _n(generation)},
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise aws.translate("dynamodb", "update_item", exc) from exc
+        except BotoCoreError as exc:
+            raise aws.translate("dynamodb", "update_item", exc) from exc
 
     def record_delivery(self, request_id: str, delivery: dict[str, Any]) -> None:
         """Append one callback delivery attempt to the request."""

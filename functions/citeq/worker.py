@@ -1,13 +1,19 @@
-"""What the worker does with one SQS record: answer it exactly once, or fail it with a reason, or hand it
-back to SQS with a delay. ``functions/worker/app.py`` wraps this in Powertools (batch, idempotency, logs,
-metrics); everything here is plain Python over the store, the queue and the client.
+"""What the worker does with one SQS delivery: answer its request exactly once, or fail it with a reason, or
+put it off, or hand it back to SQS. ``functions/worker/app.py`` wraps this in Powertools (batch processing,
+logs, metrics); everything here is plain Python over the store, the pacer and the client.
 
-Outcomes of one delivery:
+Exactly-once lives in the request item alone (``citeq.store``): a delivery claims the request with one
+conditional write that sets a lease ending with the invocation's deadline, and the answer is written only
+while that lease is held. Outcomes of one delivery:
+
     succeeded / failed   the request ended; the message is acknowledged
-    skipped              it had ended (or was cancelled) already; acknowledged, nothing called
-    RetryLater raised    a retryable error: the message's visibility is set to the retry delay and the record
-                         is reported as a batch item failure; on the last allowed delivery the request is
-                         failed with its reason first, and SQS moves the message to the DLQ
+    deferred             it must wait (token budget, a 429, a paused assistant): the item is queued with the
+                         time it may run and why, under a new dispatch token; the stream sends a fresh delayed
+                         message, so waiting never spends a delivery attempt. Acknowledged.
+    skipped              it had ended, was cancelled, or this message was superseded: acknowledged, nothing called
+    HandBack raised      retry this message later (a retryable error, an unexpected exception, or a live lease
+                         held by another delivery): its visibility is set to the delay and the record is reported
+                         as a batch item failure
 """
 
 from __future__ import annotations
@@ -16,12 +22,20 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from citeq.client import AssistantClient
-from citeq.errors import CiteqError, DeadlineExceeded, ItemTooLarge, ValidationError
+from citeq.errors import (
+    CiteqError,
+    DeadlineExceeded,
+    ItemTooLarge,
+    PermissionDeniedError,
+    RateLimitError,
+    ValidationError,
+)
+from citeq.pacing import Pacer, Unpaced
 from citeq.queue import Queue
 from citeq.store import NewRequest, RequestItem, Store
 
@@ -31,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Seconds kept back from the Lambda deadline for writing the result.
 DEADLINE_MARGIN = 3.0
+ENDED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class Recorder(Protocol):
@@ -58,30 +73,31 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Completion:
-    """A write to make in the same transaction as a request's result, and what to call once it is made
-    (the worker app marks the request's idempotency record COMPLETED this way)."""
+class Invocation:
+    """The time an invocation has: ``deadline`` on the client's monotonic clock (for calls) and ``lease_until``
+    in epoch seconds (stored on the request as the end of this attempt's lease)."""
 
-    item: dict[str, Any]
-    committed: Callable[[], None]
+    deadline: float
+    lease_until: float
 
 
-class RetryLater(Exception):
-    """The record must come back after ``delay`` seconds (reported as a batch item failure)."""
+class HandBack(Exception):
+    """The message must come back after ``delay`` seconds (reported as a batch item failure)."""
 
     def __init__(self, reason: str, delay: float) -> None:
         super().__init__(reason)
         self.delay = delay
 
 
-def retry_delay(error: CiteqError, receive_count: int, rng: random.Random, *, cap: float = 900.0) -> float:
-    """The service's Retry-After when given, else full-jitter backoff over deliveries (1 s .. ``cap``)."""
+def retry_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
+    """Seconds before a failed request's message comes back: the service's Retry-After when it sent one, else
+    full-jitter backoff over the failures so far (1 s .. ``cap``)."""
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         return min(cap, max(1.0, float(retry_after)))
     if isinstance(error, DeadlineExceeded):
         return 1.0
-    return max(1.0, rng.uniform(0, min(cap, 2.0 * 2 ** max(0, receive_count - 1))))
+    return max(1.0, rng.uniform(0, min(cap, 2.0 * 2 ** max(0, failures - 1))))
 
 
 class Worker:
@@ -94,22 +110,23 @@ class Worker:
         queue: Queue,
         *,
         max_receives: int,
+        pacer: Pacer | None = None,
         recorder: Recorder | None = None,
-        on_finished: Callable[[RequestItem], None] | None = None,
-        complete: Callable[[dict[str, Any]], Completion | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.queue = queue
         self.max_receives = max_receives
+        self.pacer = pacer or Unpaced()
         self.recorder = recorder or NoMetrics()
-        self.on_finished = on_finished
-        self.complete = complete
         self.clock = clock
+        self.wall = wall
         self.rng = rng or random.Random()
 
+    # ------------------------------------------------------------------ decoding
     def decode(self, delivery: Delivery) -> RequestMessage | None:
         """The message, or None after recording why it is malformed (such a message is never retried)."""
         # pydantic (~65 ms to import) loads with the first record rather than with the worker module.
@@ -131,8 +148,8 @@ class Worker:
             request_id = None
         item = self.store.get(request_id) if isinstance(request_id, str) and request_id else None
         if item is not None:
-            if item.status not in ("succeeded", "failed", "cancelled"):
-                self.store.fail(item, error)
+            if item.status == "queued" or (item.status == "running" and not item.lease_live(self.wall())):
+                self.store.abandon(item, error)
             return
         # No stored request to attach the reason to: keep the message itself as a failed record.
         placeholder = NewRequest(
@@ -141,70 +158,158 @@ class Worker:
             messages=[],
             options={"raw_body": delivery.body[:10_000]},
         )
-        if self.store.put_request(placeholder):
-            stored = self.store.get(placeholder.request_id)
-            if stored is not None:
-                self.store.fail(stored, error)
+        self.store.put_failed(placeholder, error)
 
-    def claim(self, message: RequestMessage, also: Sequence[dict[str, Any]] = ()) -> RequestItem | None:
-        """The common case in one conditional write, without a read first: a queued request becomes running
-        for this attempt (with the writes in ``also``, all or nothing). None when it was not simply queued, or
-        a condition in ``also`` failed: then nothing was written."""
-        return self.store.start(self._as_queued(message), also=also)
-
-    def answer(
-        self,
-        message: RequestMessage,
-        delivery: Delivery,
-        deadline: float | None,
-        claimed: Callable[[], RequestItem | None] | None = None,
-    ) -> dict[str, Any]:
-        """Answer one request; returns a small summary (what idempotency stores). Raises RetryLater.
-
-        ``claimed`` stands in for ``claim``: the worker app claims the request in the same transaction as
-        its idempotency record, and hands over the outcome."""
-        running = claimed() if claimed is not None else self.claim(message)
+    # ------------------------------------------------------------------ one delivery
+    def process(self, message: RequestMessage, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+        """Answer, fail, defer or skip one request; returns a small summary. Raises HandBack."""
+        running = self.store.claim(self._as_queued(message), invocation.lease_until)
         if running is None:
-            running = self._start_slow(message)
+            running = self._claim_slow(message, invocation)
             if running is None:
                 return {"request_id": message.request_id, "status": "skipped"}
+        try:
+            return self._attempt(running, delivery, invocation)
+        except HandBack:
+            raise
+        except Exception as exc:
+            # Not a citeq error: a bug or an unforeseen failure. Release the lease so the next delivery can
+            # try again at once (instead of waiting for the lease to end), and say so loudly.
+            log.exception("request %s: unexpected %s; lease released", running.request_id, type(exc).__name__)
+            self.recorder.metric("Crashed", "Count", 1)
+            error = {"type": type(exc).__name__, "message": f"unexpected error: {type(exc).__name__}"}
+            return self._retry_or_fail(running, error, None, delivery, None)
+
+    def _claim_slow(self, message: RequestMessage, invocation: Invocation) -> RequestItem | None:
+        """The request was not simply queued under this message: read it and decide. Returns the running
+        request when this delivery may go on; None when there is nothing to do; raises HandBack when another
+        delivery holds a live lease."""
+        item = self.store.get(message.request_id)
+        if item is None:
+            # Enqueued without its record (a message sent by hand or by an older submitter): store it under
+            # this message's token (the stream then owes a copy of this message, which will find it claimed).
+            queued = self._as_queued(message)
+            self.store.put_request(self._as_new(queued), dispatch=queued.dispatch)
+            item = self.store.get(message.request_id)
+            if item is None:
+                return None
+            return self.store.claim(item, invocation.lease_until)
+        now = self.wall()
+        if item.status in ENDED:
+            return None
+        if item.status == "queued":
+            if message.dispatch is not None and item.dispatch not in (None, message.dispatch):
+                log.info("request %s: message superseded by a newer one", item.request_id)
+                return None
+            if item.not_before is not None and item.not_before > now + 1.0:
+                # Waits longer than SQS's 15-minute delay arrive early: put off again under a new message.
+                self.store.defer(item, item.not_before, item.wait_reason or "waiting")
+                return None
+            return self.store.claim(item, invocation.lease_until)
+        if item.lease_live(now):
+            wait = max(1.0, (item.lease_until or now) - now + 1.0)
+            raise HandBack("another delivery holds a live lease", wait)
+        # Running with its lease ended: the attempt holding it died. Take over (counted as a failure).
+        running = self.store.take_over(item, invocation.lease_until)
+        if running is not None and running.failures >= self.max_receives:
+            error = dict(item.error or {"type": "Abandoned", "message": "the worker stopped before recording a result"})
+            message_text = f"gave up after {running.failures} failed attempts: {error.get('message')}"
+            self._fail(running, {**error, "message": message_text}, None)
+            return None
+        return running
+
+    def _attempt(self, running: RequestItem, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+        slot = self.pacer.acquire(running.assistant, running.request_id)
+        if slot.wait_until is not None:
+            return self._defer(running, slot.wait_until, slot.reason)
         started = self.clock()
         try:
             answer = self.client.chat(
-                messages=[m.model_dump() for m in message.messages],
-                assistant=message.assistant,
-                model=message.options.model,
-                temperature=message.options.temperature,
-                filter=message.options.filter,
-                deadline=deadline,
+                messages=running.messages,
+                assistant=running.assistant,
+                model=running.options.get("model"),
+                temperature=running.options.get("temperature"),
+                filter=running.options.get("filter"),
+                deadline=invocation.deadline,
             )
+        except RateLimitError as exc:
+            until, reason = self.pacer.throttled(running.assistant, running.request_id, exc.retry_after)
+            self.recorder.metric("RateLimited", "Count", 1)
+            return self._defer(running, until, reason)
+        except PermissionDeniedError as exc:
+            until, reason = self.pacer.pause(running.assistant, running.request_id, str(exc))
+            return self._defer(running, until, reason)
         except CiteqError as exc:
+            self.pacer.release(running.assistant, running.request_id)
             latency = round((self.clock() - started) * 1000)
             return self._failed_call(running, exc, delivery, latency)
         latency = round((self.clock() - started) * 1000)
         self.recorder.metric("AssistantLatency", "Milliseconds", latency)
-        summary = {"request_id": message.request_id, "status": "succeeded"}
-        completion = self.complete(summary) if self.complete is not None else None
+        prompt_tokens = int(answer.usage["prompt_tokens"]) if answer.usage else 0
+        self.pacer.settle(running.assistant, running.request_id, prompt_tokens)
         try:
-            stored = self.store.succeed(
-                running, answer.to_dict(), latency, also=[completion.item] if completion is not None else ()
-            )
+            stored = self.store.succeed(running, answer.to_dict(), latency)
         except ItemTooLarge as exc:
-            self.store.fail(running, exc.to_dict(), latency)
-            self.recorder.metric("Failed", "Count", 1)
-            self._finished(running)
-            return {"request_id": message.request_id, "status": "failed"}
+            self._fail(running, exc.to_dict(), latency)
+            return {"request_id": running.request_id, "status": "failed"}
         if not stored:
-            return {"request_id": message.request_id, "status": "skipped"}
-        if completion is not None:
-            completion.committed()
+            return {"request_id": running.request_id, "status": "skipped"}
         self.recorder.metric("Answered", "Count", 1)
         if answer.usage:
             self.recorder.metric("PromptTokens", "Count", answer.usage["prompt_tokens"])
             self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
-        self._finished(running)
-        return summary
+        return {"request_id": running.request_id, "status": "succeeded"}
 
+    def _defer(self, running: RequestItem, until: float, reason: str) -> dict[str, Any]:
+        deferred = self.store.defer(running, until, reason)
+        if deferred is None:  # our lease was taken over: the request is someone else's now
+            self.pacer.release(running.assistant, running.request_id)
+            return {"request_id": running.request_id, "status": "skipped"}
+        self.recorder.metric("Deferred", "Count", 1)
+        log.info("request %s deferred %.1fs: %s", running.request_id, until - self.wall(), reason)
+        return {"request_id": running.request_id, "status": "deferred", "until": until}
+
+    def _failed_call(self, item: RequestItem, exc: CiteqError, delivery: Delivery, latency: int) -> dict[str, Any]:
+        error = exc.to_dict()
+        if not exc.retryable:
+            self._fail(item, error, latency)
+            log.info("request %s failed: %s", item.request_id, error["message"])
+            return {"request_id": item.request_id, "status": "failed"}
+        return self._retry_or_fail(item, error, exc, delivery, latency)
+
+    def _retry_or_fail(
+        self,
+        item: RequestItem,
+        error: dict[str, Any],
+        exc: CiteqError | None,
+        delivery: Delivery,
+        latency: int | None,
+    ) -> dict[str, Any]:
+        """A real failure: hand the message back with a delay, or, once the request has used its attempts
+        (failures recorded on the item, or this message's receives), fail it with the reason."""
+        # A claim made from the message's own data does not know the failures recorded so far: read them.
+        stored = self.store.get(item.request_id)
+        failures = (stored.failures if stored is not None else item.failures) + 1
+        if max(failures, delivery.receive_count) >= self.max_receives:
+            final = {**error, "message": f"gave up after {failures} failed attempts: {error['message']}"}
+            self._fail(item, final, latency)
+            return {"request_id": item.request_id, "status": "failed"}
+        if not self.store.requeue(item, error):
+            return {"request_id": item.request_id, "status": "skipped"}
+        delay = retry_delay(exc, failures, self.rng)
+        self.recorder.metric("Retried", "Count", 1)
+        log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
+        raise HandBack(str(error["message"]), delay)
+
+    def _fail(self, item: RequestItem, error: dict[str, Any], latency: int | None) -> None:
+        if self.store.fail(item, error, latency):
+            self.recorder.metric("Failed", "Count", 1)
+
+    def hand_back(self, delivery: Delivery, hand_back: HandBack) -> None:
+        """Make the message visible again after the delay."""
+        self.queue.delay(delivery.receipt_handle, hand_back.delay)
+
+    # ------------------------------------------------------------------ conversions
     @staticmethod
     def _as_queued(message: RequestMessage) -> RequestItem:
         return RequestItem(
@@ -217,65 +322,28 @@ class Worker:
             custom_id=message.custom_id,
             seq=message.seq,
             callback=message.callback.model_dump() if message.callback else None,
+            generation=message.generation,
+            dispatch=message.dispatch,
         )
 
-    def _start_slow(self, message: RequestMessage) -> RequestItem | None:
-        """The request was not simply queued: read it, then start it if it is running (an abandoned attempt),
-        create it if it is missing (a single request enqueued without its record), or skip it if it ended."""
-        item = self.store.get(message.request_id)
-        if item is None:
-            queued = self._as_queued(message)
-            self.store.put_request(
-                NewRequest(
-                    request_id=queued.request_id,
-                    assistant=queued.assistant,
-                    messages=queued.messages,
-                    options=queued.options,
-                    batch_id=queued.batch_id,
-                    custom_id=queued.custom_id,
-                    seq=queued.seq,
-                    callback=queued.callback,
-                )
-            )
-            item = self.store.get(message.request_id)
-        if item is None or item.status in ("succeeded", "failed", "cancelled"):
-            return None
-        return self.store.start(item)
-
-    def _failed_call(self, item: RequestItem, exc: CiteqError, delivery: Delivery, latency: int) -> dict[str, Any]:
-        error = exc.to_dict()
-        if not exc.retryable:
-            self.store.fail(item, error, latency)
-            self.recorder.metric("Failed", "Count", 1)
-            log.info("request %s failed: %s", item.request_id, error["message"])
-            self._finished(item)
-            return {"request_id": item.request_id, "status": "failed"}
-        if delivery.receive_count >= self.max_receives:
-            final = {**error, "message": f"gave up after {delivery.receive_count} deliveries: {error['message']}"}
-            self.store.fail(item, final, latency)
-            self.recorder.metric("Failed", "Count", 1)
-            self._finished(item)
-            # Still reported as a failure, so SQS moves the message to the DLQ where `citeq dlq` shows it.
-            raise RetryLater(str(final["message"]), 0)
-        self.store.requeue(item, error)
-        delay = retry_delay(exc, delivery.receive_count, self.rng)
-        self.recorder.metric("Retried", "Count", 1)
-        log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
-        raise RetryLater(str(error["message"]), delay)
-
-    def _finished(self, item: RequestItem) -> None:
-        """Tell ``on_finished`` about a request that ended (read back only when it has a callback to send)."""
-        if self.on_finished is None or not item.callback:
-            return
-        stored = self.store.get(item.request_id)
-        if stored is not None:
-            self.on_finished(stored)
-
-    def hand_back(self, delivery: Delivery, retry: RetryLater) -> None:
-        """Make the message visible again after the retry delay."""
-        self.queue.delay(delivery.receipt_handle, retry.delay)
+    @staticmethod
+    def _as_new(item: RequestItem) -> NewRequest:
+        return NewRequest(
+            request_id=item.request_id,
+            assistant=item.assistant,
+            messages=item.messages,
+            options=item.options,
+            batch_id=item.batch_id,
+            custom_id=item.custom_id,
+            seq=item.seq,
+            callback=item.callback,
+        )
 
 
-def deadline_from(remaining_ms: int, clock: Callable[[], float] = time.monotonic) -> float:
-    """An absolute deadline (on ``clock``) that leaves time to record the result before Lambda's own."""
-    return clock() + remaining_ms / 1000 - DEADLINE_MARGIN
+def invocation_from(
+    remaining_ms: int, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+) -> Invocation:
+    """The invocation's time: a call deadline that leaves time to record the result before Lambda's own, and a
+    lease ending with the invocation."""
+    remaining = remaining_ms / 1000
+    return Invocation(deadline=clock() + remaining - DEADLINE_MARGIN, lease_until=wall() + remaining)

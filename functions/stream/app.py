@@ -36,7 +36,6 @@ from citeq import intake
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import APIStatusError, CiteqError, ValidationError
-from citeq.queue import Queue
 from citeq.sse import comment, encode
 from citeq.store import TERMINAL, Store
 
@@ -47,7 +46,6 @@ POLL_SECONDS = 0.25
 TEXT_CHUNK = 200
 _client: AssistantClient | None = None
 _store: Store | None = None
-_queue: Queue | None = None
 
 
 def client() -> AssistantClient:
@@ -65,15 +63,6 @@ def store() -> Store:
         settings.require("table")
         _store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
     return _store
-
-
-def queue() -> Queue:
-    """The requests queue."""
-    global _queue
-    if _queue is None:
-        settings.require("queue_url")
-        _queue = Queue(settings.queue_url or "")
-    return _queue
 
 
 def hash_key(key: str) -> str:
@@ -199,7 +188,7 @@ async def create_request(request: Request) -> Response:
     try:
         payload = await request.json()
         accepted = await run_in_threadpool(
-            lambda: intake.enqueue(payload, store=store(), queue=queue(), default_assistant=settings.assistant)
+            lambda: intake.enqueue(payload, store=store(), default_assistant=settings.assistant)
         )
     except ValueError:
         return _error(400, "request body is not valid JSON")

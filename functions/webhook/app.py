@@ -21,16 +21,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from citeq import intake
 from citeq.config import Settings
 from citeq.errors import ConfigurationError, ValidationError, WebhookError
-from citeq.queue import Queue
 from citeq.store import Store
 from citeq.webhooks import verify
 
 logger = Logger(service="citeq-webhook")
 settings = Settings.from_env()
-settings.require("table", "queue_url")
+settings.require("table")
 MAX_BODY_BYTES = 256 * 1024
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
-queue = Queue(settings.queue_url or "")
 app = LambdaFunctionUrlResolver()
 
 
@@ -66,7 +64,6 @@ def receive() -> Response[str]:
         accepted = intake.enqueue(
             payload,
             store=store,
-            queue=queue,
             default_assistant=settings.assistant,
             request_id=request_id,
             require_callback=True,

@@ -20,9 +20,14 @@ from typing import Any
 from infra.lifetime import exit_with_parent
 from infra.local.atomic import make_dynamodb_atomic
 from infra.local.quick_sqs import make_sqs_quick
+from infra.local.quick_streams import make_streams_trim
 
 # JSON-protocol calls name their service in X-Amz-Target; these go straight to that service's app.
-_TARGET_PREFIXES = {"DynamoDB_20120810.": "dynamodb", "AmazonSQS.": "sqs"}
+_TARGET_PREFIXES = {
+    "DynamoDB_20120810.": "dynamodb",
+    "DynamoDBStreams_20120810.": "dynamodbstreams",
+    "AmazonSQS.": "sqs",
+}
 
 
 class Dispatcher:
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     make_dynamodb_atomic()
     make_sqs_quick()
+    make_streams_trim()
     # waitress warns when requests queue for a thread; under a load test that is expected.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(Dispatcher(), host="127.0.0.1", port=args.port, threads=args.threads)

@@ -8,8 +8,9 @@ before applying it: about 1 ms of CPU per updated item, which made DynamoDB the 
 
 Those are applied here directly, with DynamoDB's semantics; anything else (functions, arithmetic, nested
 paths, sets, key attributes, two actions on one attribute, reserved words, an unknown placeholder, an item
-that would grow past the size limit, a table with a stream) goes to moto's own implementation, which also
-produces the errors. ``tests/unit/test_local_quick_update.py`` checks both paths give the same items.
+that would grow past the size limit) goes to moto's own implementation, which also produces the errors. A
+table with a stream gets its change record here too (old and new image), as moto's own update adds one.
+``tests/unit/local/test_quick_moto.py`` checks both paths give the same items.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def quick_update_item(original: Callable[..., Any]) -> Callable[..., Any]:
             return moto()
         table = self.get_table(table_name)
         resolved = _resolve(actions, table, expression_attribute_names, expression_attribute_values)
-        if resolved is None or table.stream_shard is not None or set(key) != set(table.table_key_attrs):
+        if resolved is None or set(key) != set(table.table_key_attrs):
             return moto()
         hash_value = DynamoType(key[table.hash_key_attr])
         range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
@@ -142,6 +143,7 @@ def quick_update_item(original: Callable[..., Any]) -> Callable[..., Any]:
             if return_values_on_condition_check_failure == "ALL_OLD" and item is not None:
                 raise ConditionalCheckFailed(item=item.to_json()["Attributes"])
             raise ConditionalCheckFailed
+        existed = item is not None
         if item is None:
             attrs = {table.hash_key_attr: key[table.hash_key_attr]}
             if table.range_key_attr:
@@ -166,6 +168,12 @@ def quick_update_item(original: Callable[..., Any]) -> Callable[..., Any]:
             item.attrs.clear()
             dict.update(item.attrs, before)
             return moto()
+        if table.stream_shard is not None:
+            old = None
+            if existed:
+                old = Item(hash_value, range_value, {})
+                dict.update(old.attrs, before)
+            table.stream_shard.add(old, item)
         return item
 
     return update_item

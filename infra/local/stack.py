@@ -1,6 +1,7 @@
 """The whole of citeq on one machine: moto on 127.0.0.1 (queues and tables created from template.yaml's own
-definitions), the assistant emulator with the sample documents, and the worker fed by a poller that follows
-Lambda's SQS event-source semantics."""
+definitions), the assistant emulator with the sample documents, the worker fed by a poller that follows
+Lambda's SQS event-source semantics, the dispatcher fed by the table's change stream the way Lambda's
+DynamoDB event source does, and the reconciler on a timer (the template's schedule)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,27 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import boto3
 
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
+from infra.local.context import LambdaContext
 from infra.local.poller import Poller
-from infra.local.template import TEMPLATE, create_resources, load, local_resources, worker_settings
+from infra.local.stream_poller import StreamPoller
+from infra.local.template import (
+    TEMPLATE,
+    create_resources,
+    dispatcher_settings,
+    load,
+    local_resources,
+    worker_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DOCS = ROOT / "samples" / "docs"
@@ -48,6 +61,8 @@ class LocalStack:
         worker_env: dict[str, str] | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: int | None = None,
+        reconcile_every: float = 60.0,
+        tokens_per_minute: int | str | None = None,
     ) -> None:
         self.docs = docs
         self.assistant = assistant
@@ -58,11 +73,20 @@ class LocalStack:
         self.max_concurrency = max_concurrency or self.settings.max_concurrency
         # Tests shorten the queue's visibility timeout (template: 750 s) to see redeliveries quickly.
         self.visibility_timeout = visibility_timeout
+        # The template runs the reconciler every minute; tests shorten it.
+        self.reconcile_every = reconcile_every
+        self.tokens_per_minute = tokens_per_minute
+        self.dispatcher_settings = dispatcher_settings(self.template)
         self.env: dict[str, str] = {}
         self.resources: dict[str, str] = {}
         self.poller: Poller | None = None
         self.callback_poller: Poller | None = None
-        self.worker: ModuleType | None = None
+        self.stream_poller: StreamPoller | None = None
+        self.worker_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self.dispatcher_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self.reconciler_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._reconciling = threading.Event()
+        self._reconciler: threading.Thread | None = None
         self.callback: ModuleType | None = None
         self.stream: UvicornThread | None = None
         self.webhook: FunctionUrlAdapter | None = None
@@ -88,7 +112,6 @@ class LocalStack:
         self._set_env(
             {
                 "CITEQ_TABLE": self.resources["ResultsTable"],
-                "CITEQ_IDEMPOTENCY_TABLE": self.resources["IdempotencyTable"],
                 "CITEQ_QUEUE_URL": self.resources["RequestsQueue"],
                 "CITEQ_DLQ_URL": self.resources["RequestsDeadLetterQueue"],
                 "CITEQ_ASSISTANT": self.assistant,
@@ -104,10 +127,11 @@ class LocalStack:
                 "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1,localhost",
                 "CITEQ_WEBHOOK_SECRETS_ARN": self._put_secret("citeq/local/webhooks", ",".join(self.webhook_secrets)),
                 "CITEQ_API_KEY_HASHES": hashlib.sha256(self.api_key.encode()).hexdigest(),
+                "CITEQ_TOKENS_PER_MINUTE": str(self.tokens_per_minute or "none"),
                 **self.worker_env,
             }
         )
-        self.worker = self._load("worker.app")
+        self._build_functions()
         self.callback = self._load("callback.app")
         self.stream = UvicornThread(self._load("stream.app").app).start()
         self.webhook = FunctionUrlAdapter(self._load("webhook.app").lambda_handler).start()
@@ -117,16 +141,62 @@ class LocalStack:
             self.start_poller()
         return self
 
+    def _build_functions(self) -> None:
+        """The worker, dispatcher and reconciler handlers, built from the environment as Lambda would."""
+        from dispatcher import app as dispatcher_app
+        from reconciler import app as reconciler_app
+
+        from citeq.config import Settings
+        from worker import app as worker_app
+
+        settings = Settings.from_env()
+        self.worker_handler = worker_app.handler_for(worker_app.build(settings), settings.worker_concurrency)
+        self.dispatcher_handler = dispatcher_app.handler_for(dispatcher_app.build(settings))
+        self.reconciler_handler = reconciler_app.build(settings)
+        # The dispatcher runs even when the worker does not poll: storing a request is what queues it.
+        streams = boto3.client("dynamodbstreams", region_name=REGION)
+        arn = boto3.client("dynamodb", region_name=REGION).describe_table(TableName=self.table)["Table"]
+        self.stream_poller = StreamPoller(
+            streams,
+            arn["LatestStreamArn"],
+            self.dispatcher_handler,
+            batch_size=self.dispatcher_settings.batch_size,
+            filters=self.dispatcher_settings.filters,
+            timeout=self.dispatcher_settings.timeout,
+        ).start()
+        self._reconciler = threading.Thread(target=self._reconcile_loop, name="citeq-reconciler", daemon=True)
+        self._reconciler.start()
+
+    def _reconcile_loop(self) -> None:
+        while not self._reconciling.wait(self.reconcile_every):
+            try:
+                self.reconcile()
+            except Exception:  # the schedule fires again next time, as EventBridge would
+                import logging
+
+                logging.getLogger("infra.local.stack").exception("reconciler invocation failed")
+
+    def reconcile(self) -> int:
+        """Run the reconciler once now; returns how many dead-lettered requests it failed."""
+        assert self.reconciler_handler is not None
+        result = self.reconciler_handler({"source": "aws.events"}, LambdaContext(timeout_seconds=60))
+        return int(result["reconciled"])
+
+    def wait_dispatched(self, timeout: float = 30.0) -> bool:
+        """Wait until the dispatcher has caught up with every write so far."""
+        assert self.stream_poller is not None
+        return self.stream_poller.wait_idle(timeout)
+
     def start_poller(self) -> Poller:
         """Start feeding the worker (call after ``start(poll=False)`` to control when work begins)."""
-        assert self.worker is not None
+        assert self.worker_handler is not None
         sqs = boto3.client("sqs", region_name=REGION)
         arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.poller = Poller(
             sqs,
             self.queue_url,
             arn,
-            self.worker.lambda_handler,
+            self.worker_handler,
             batch_size=self.settings.batch_size,
             window=self.settings.window,
             max_concurrency=self.max_concurrency,
@@ -152,7 +222,8 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything (each part even if another fails to stop) and restore the environment."""
-        stoppers = [p.stop for p in (self.poller, self.callback_poller) if p]
+        stoppers = [p.stop for p in (self.poller, self.callback_poller, self.stream_poller) if p]
+        stoppers.append(self._reconciling.set)
         stoppers += [a.stop for a in (self.stream, self.webhook, self.emulator) if a]
         stoppers += [moto.terminate for moto in self._motos]
         with contextlib.ExitStack() as stack:

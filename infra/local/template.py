@@ -100,6 +100,25 @@ def worker_settings(template: dict[str, Any]) -> WorkerSettings:
     )
 
 
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """What the stream poller needs to behave like the dispatcher's DynamoDB event source mapping."""
+
+    timeout: int
+    batch_size: int
+    filters: list[dict[str, Any]]
+
+
+def dispatcher_settings(template: dict[str, Any]) -> DispatcherSettings:
+    """The DispatcherFunction's timeout and stream event properties (its FilterCriteria patterns parsed)."""
+    function = template["Resources"]["DispatcherFunction"]["Properties"]
+    event = next(iter(function["Events"].values()))["Properties"]
+    patterns = [json.loads(f["Pattern"]) for f in event.get("FilterCriteria", {}).get("Filters", [])]
+    return DispatcherSettings(
+        timeout=int(function["Timeout"]), batch_size=int(event.get("BatchSize", 100)), filters=patterns
+    )
+
+
 def create_resources(body: dict[str, Any], *, cloudformation: Any, dynamodb: Any, stack_name: str) -> dict[str, str]:
     """Create ``local_resources(...)`` through (moto's) CloudFormation; returns logical -> physical ids.
 

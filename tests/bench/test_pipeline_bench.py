@@ -86,7 +86,7 @@ def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations:
         text = "\n".join(json.dumps({"custom_id": f"q{n}", "question": QUESTION}) for n in range(1000))
         parsed = batch.parse(text, fmt="jsonl", default_assistant=ASSISTANT)
         submitted = time.perf_counter()
-        batch_id = batch.submit(parsed, store=store, queue=queue).batch_id
+        batch_id = batch.submit(parsed, store=store).batch_id
         enqueue = time.perf_counter() - submitted
         first = None
         while True:
@@ -151,7 +151,7 @@ from infra.local.context import LambdaContext
 if True:  # moto runs in another process (AWS_ENDPOINT_URL): this process holds only the worker
     res = create_resources(local_resources(load()), cloudformation=boto3.client("cloudformation"),
                            dynamodb=boto3.client("dynamodb"), stack_name="mem")
-    os.environ.update(CITEQ_TABLE=res["ResultsTable"], CITEQ_IDEMPOTENCY_TABLE=res["IdempotencyTable"],
+    os.environ.update(CITEQ_TABLE=res["ResultsTable"],
                       CITEQ_QUEUE_URL=res["RequestsQueue"])
     import worker.app as app
     from citeq.store import NewRequest, Store

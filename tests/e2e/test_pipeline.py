@@ -13,6 +13,7 @@ import boto3
 from citeq import batch, dlq
 from citeq.cli import EXIT_FAILURES, EXIT_OK, Factory, main
 from citeq.config import Settings
+from citeq.dispatch import message_body
 from citeq.queue import Queue
 from citeq.store import STATUSES, Store
 from infra.local import LocalStack
@@ -44,7 +45,7 @@ def jsonl(count: int, prefix: str, **extra: Any) -> str:
 
 def submit(store: Store, queue: Queue, text: str) -> str:
     parsed = batch.parse(text, fmt="jsonl", default_assistant="citeq-demo")
-    return batch.submit(parsed, store=store, queue=queue).batch_id
+    return batch.submit(parsed, store=store).batch_id
 
 
 def finished(store: Store, batch_id: str) -> Callable[[], bool]:
@@ -83,7 +84,7 @@ def test_200_questions_answered_once_each_and_redelivery_changes_nothing(
     assert all(i.attempts == 1 and i.answer and i.answer["citations"] for i in items)
 
     # The same 20 messages delivered again (as SQS may): no assistant call, counters unchanged.
-    queue.send([(i.request_id, batch.message_from_item(i).body()) for i in items[:20]])
+    queue.send([(i.request_id, message_body(i)) for i in items[:20]])
     wait_until(drained(queue), what="redeliveries processed")
     assert emu.count("chat_completions") == 200
     assert assert_counts_sum(store, batch_id)["succeeded"] == 200
@@ -154,29 +155,60 @@ def test_worker_dying_mid_batch_loses_nothing_and_answers_nothing_twice(
     assert emu.count("chat_completions") == 20  # the redelivered, already-answered ones were not asked again
 
 
-def test_exhausted_retries_fail_with_reason_land_in_dlq_and_redrive(
+def test_exhausted_retries_fail_with_reason_and_batch_retry_brings_them_back(
     stack: LocalStack, emu: Admin, store: Store, queue: Queue
 ) -> None:
     emu.faults(rate_503=1.0, retry_after=1)
     batch_id = submit(store, queue, jsonl(1, "doomed"))
     wait_until(finished(store, batch_id), timeout=120, what="retries exhausted")
     item = next(store.iter_batch(batch_id))
-    assert item.status == "failed" and item.error["message"].startswith("gave up after 6 deliveries")  # type: ignore[index]
-    wait_until(lambda: queue.depth(stack.dlq_url)["visible"] == 1, what="message in the DLQ")
+    assert item.status == "failed" and item.error["message"].startswith("gave up after 6 failed attempts")  # type: ignore[index]
+    wait_until(drained(queue), what="queue drained")
+    assert queue.depth(stack.dlq_url)["visible"] == 0  # an outcome was recorded: nothing is dead-lettered
+
+    emu.faults()  # the assistant recovers
+    code, out = _cli(["batch", "retry", batch_id])
+    assert (code, out.strip()) == (EXIT_OK, "re-enqueued 1 failed requests")
+    wait_until(lambda: store.get(item.request_id).status == "succeeded", what="succeeded")  # type: ignore[union-attr]
+    assert assert_counts_sum(store, batch_id)["succeeded"] == 1
+
+
+def test_a_message_whose_every_delivery_dies_is_reconciled_from_the_dlq_and_redriven(
+    stack: LocalStack, emu: Admin, store: Store, queue: Queue
+) -> None:
+    assert stack.poller is not None
+    real = stack.poller.handler
+
+    def always_dies(event: dict[str, Any], context: Any) -> Any:
+        raise RuntimeError("invocation killed before doing anything")
+
+    stack.poller.handler = always_dies
+    try:
+        batch_id = submit(store, queue, jsonl(1, "doomed"))
+        wait_until(lambda: queue.depth(stack.dlq_url)["visible"] == 1, timeout=120, what="message in the DLQ")
+    finally:
+        stack.poller.handler = real
+    item = next(store.iter_batch(batch_id))
+    assert item.status == "queued"  # nothing ran: only the reconciler can tell
+    assert stack.reconcile() == 1
+    item = next(store.iter_batch(batch_id))
+    assert item.status == "failed"
+    assert item.error is not None and item.error["message"].startswith("delivery abandoned after 6 receives")
+    assert assert_counts_sum(store, batch_id)["failed"] == 1
+    assert stack.reconcile() == 0  # reconciling again changes nothing
     letters = dlq.show(store=store, queue=queue)
     assert [(letter.request_id, letter.row()["status"]) for letter in letters] == [(item.request_id, "failed")]
-    assert "gave up after 6 deliveries" in letters[0].row()["reason"]
+    assert "delivery abandoned" in letters[0].row()["reason"]
     code, out = _cli(["dlq", "show", "--json"])  # listing leaves the message in the DLQ
     assert code == EXIT_OK and json.loads(out)["request_id"] == item.request_id
     wait_until(lambda: queue.depth(stack.dlq_url)["visible"] == 1, what="message visible again after listing")
 
-    emu.faults()  # the assistant recovers
     code, out = _cli(["dlq", "redrive"])
     assert (code, out.strip()) == (EXIT_OK, "moved 1 messages back to the queue")
-    wait_until(finished(store, batch_id), what="redriven request answered")
-    wait_until(lambda: store.get(item.request_id).status == "succeeded", what="succeeded")  # type: ignore[union-attr]
+    wait_until(lambda: store.get(item.request_id).status == "succeeded", what="redriven request answered")  # type: ignore[union-attr]
     assert assert_counts_sum(store, batch_id)["succeeded"] == 1
     assert queue.depth(stack.dlq_url)["visible"] == 0
+    assert emu.count("chat_completions") == 1
 
 
 def _cli(args: list[str]) -> tuple[int, str]:

@@ -110,11 +110,11 @@ def test_read_picks_format_from_extension_and_reports_unreadable(tmp_path: Path)
 def test_submit_refuses_any_bad_line_unless_skipping() -> None:
     parsed = parse(_jsonl({"custom_id": "a", "question": "1"}, {"custom_id": "b"}), fmt="jsonl", default_assistant="m")
     with pytest.raises(InvalidInput) as info:
-        submit(parsed, store=None, queue=None)  # type: ignore[arg-type]
+        submit(parsed, store=None)  # type: ignore[arg-type]
     assert "nothing was submitted" in str(info.value) and "line 2" in str(info.value)
 
 
 def test_empty_input_is_an_error() -> None:
     assert parse("\n\n", fmt="jsonl", default_assistant="m").errors[0].reason == "the input has no items"
     with pytest.raises(InvalidInput):
-        submit(Parsed(), store=None, queue=None)  # type: ignore[arg-type]
+        submit(Parsed(), store=None)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def test_a_signing_secret_that_cannot_be_read_is_a_failed_attempt_retried_later(
     store.put_request(
         NewRequest("r-cb", "a", [{"role": "user", "content": "q"}], callback={"url": "https://hooks.example.com/cb"})
     )
-    running = store.start(store.get("r-cb"))  # type: ignore[arg-type]
+    running = store.claim(store.get("r-cb"), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
 
     def unavailable() -> str:

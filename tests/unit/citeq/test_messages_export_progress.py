@@ -17,7 +17,7 @@ GOOD = {"v": 1, "request_id": "r1", "assistant": "a", "messages": [{"content": "
 
 def test_decode_valid_message_with_defaults() -> None:
     message = decode(json.dumps(GOOD))
-    assert message.messages[0].role == "user" and message.generation == 0 and message.idempotency_key == "r1#0"
+    assert message.messages[0].role == "user" and message.generation == 0 and message.dispatch is None
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from citeq.errors import ItemTooLarge
-from citeq.store import COMPRESS_ABOVE, NewRequest, Store
+from citeq.store import COMPRESS_ABOVE, NewRequest, RequestItem, Store
 
 
 @pytest.fixture
@@ -28,12 +30,19 @@ def _queued(store: Store, n: int, batch_id: str = "b1") -> None:
         )
 
 
+def _claim(store: Store, request_id: str, lease_for: float = 60.0) -> RequestItem | None:
+    """Claim a stored request for an attempt whose lease lasts ``lease_for`` seconds (negative: already over)."""
+    item = store.get(request_id)
+    assert item is not None
+    return store.claim(item, lease_until=time.time() + lease_for)
+
+
 def test_counters_move_with_each_status_change_and_sum_to_total(store: Store) -> None:
     _queued(store, 3)
-    first = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    first = _claim(store, "b1-1")
     assert first is not None and first.status == "running" and first.attempts == 1
     assert store.succeed(first, {"id": "x", "message": {"content": "A"}}, 12)
-    second = store.start(store.get("b1-2"))  # type: ignore[arg-type]
+    second = _claim(store, "b1-2")
     assert second is not None and store.fail(second, {"type": "BadRequestError", "message": "no"})
     assert store.cancel(store.get("b1-3"))  # type: ignore[arg-type]
     info = store.get_batch("b1")
@@ -43,10 +52,11 @@ def test_counters_move_with_each_status_change_and_sum_to_total(store: Store) ->
 
 def test_an_older_attempt_never_overwrites_a_newer_one(store: Store) -> None:
     _queued(store, 1)
-    old = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    old = _claim(store, "b1-1", lease_for=-1)  # an attempt whose lease has ended (it died, or is late)
     assert old is not None
-    new = store.start(store.get("b1-1"))  # type: ignore[arg-type]  # a redelivery takes over the lease
-    assert new is not None and new.attempts == 2
+    assert _claim(store, "b1-1") is None  # running: not claimable as queued
+    new = store.take_over(store.get("b1-1"), lease_until=time.time() + 60)  # type: ignore[arg-type]
+    assert new is not None and (new.attempts, new.failures) == (2, 1)
     assert store.succeed(new, {"answer": "new"}, 5)
     assert not store.succeed(old, {"answer": "old"}, 9)
     assert not store.fail(old, {"type": "X", "message": "late"})
@@ -57,30 +67,33 @@ def test_an_older_attempt_never_overwrites_a_newer_one(store: Store) -> None:
 
 def test_ended_requests_cannot_start_again(store: Store) -> None:
     _queued(store, 1)
-    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    running = _claim(store, "b1-1")
     assert running is not None and store.succeed(running, {"a": 1}, 1)
-    assert store.start(store.get("b1-1")) is None  # type: ignore[arg-type]
+    assert _claim(store, "b1-1") is None
+    assert store.take_over(store.get("b1-1"), lease_until=time.time() + 60) is None  # type: ignore[arg-type]
 
 
 def test_requeue_then_reset_bumps_the_generation(store: Store) -> None:
     _queued(store, 1)
-    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    running = _claim(store, "b1-1")
     assert running is not None and store.requeue(running, {"type": "RateLimitError", "message": "slow"})
-    again = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    again = _claim(store, "b1-1")
     assert again is not None and store.fail(again, {"type": "X", "message": "no"})
-    reset = store.reset(store.get("b1-1"))  # type: ignore[arg-type]
+    failed = store.get("b1-1")
+    reset = store.reset(failed)  # type: ignore[arg-type]
     assert reset is not None and reset.generation == 1 and reset.status == "queued"
+    assert failed is not None and reset.dispatch != failed.dispatch  # a new message is owed
     assert store.get_batch("b1").counts["queued"] == 1  # type: ignore[union-attr]
 
 
 def test_large_answers_are_compressed_and_too_large_ones_fail_clearly(store: Store) -> None:
     _queued(store, 2)
-    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    running = _claim(store, "b1-1")
     assert running is not None
     big = {"message": {"content": "cited text " * (COMPRESS_ABOVE // 5)}}
     assert store.succeed(running, big, 1)
     assert store.get("b1-1").answer == big  # type: ignore[union-attr]
-    other = store.start(store.get("b1-2"))  # type: ignore[arg-type]
+    other = _claim(store, "b1-2")
     assert other is not None
     import os
 
@@ -103,7 +116,7 @@ def test_idempotency_key_binds_once(store: Store) -> None:
 
 def test_put_requests_skips_existing_items(store: Store) -> None:
     _queued(store, 2)
-    running = store.start(store.get("b1-1"))  # type: ignore[arg-type]
+    running = _claim(store, "b1-1")
     assert running is not None and store.succeed(running, {"a": 1}, 1)
     store.put_requests(
         [

@@ -6,6 +6,7 @@ import base64
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -40,8 +41,11 @@ def _event(body: bytes | None = None, *, b64: bool = False, msg_id: str | None =
     return event
 
 
-def test_signed_event_is_accepted_stored_and_enqueued(app: ModuleType, worker_env: dict[str, str]) -> None:
+def test_signed_event_is_accepted_stored_and_enqueued(
+    app: ModuleType, worker_env: dict[str, str], dispatch: Callable[[], None]
+) -> None:
     response = app.lambda_handler(_event(), LambdaContext())
+    dispatch()
     assert response["statusCode"] == 202
     body = json.loads(response["body"])
     item = Store(worker_env["CITEQ_TABLE"]).get(body["request_id"])
@@ -58,9 +62,12 @@ def test_base64_body_is_decoded_before_verifying(app: ModuleType) -> None:
     assert app.lambda_handler(_event(b64=True, msg_id="msg_b64"), LambdaContext())["statusCode"] == 202
 
 
-def test_same_webhook_id_gives_the_same_request_once(app: ModuleType, worker_env: dict[str, str]) -> None:
+def test_same_webhook_id_gives_the_same_request_once(
+    app: ModuleType, worker_env: dict[str, str], dispatch: Callable[[], None]
+) -> None:
     first = json.loads(app.lambda_handler(_event(msg_id="msg_same"), LambdaContext())["body"])
     second = json.loads(app.lambda_handler(_event(msg_id="msg_same"), LambdaContext())["body"])
+    dispatch()
     assert first["request_id"] == second["request_id"] and second["duplicate"] is True
     sqs = boto3.client("sqs")
     received = sqs.receive_message(QueueUrl=worker_env["CITEQ_QUEUE_URL"], MaxNumberOfMessages=10)["Messages"]

@@ -6,14 +6,16 @@ import copy
 import importlib
 import json
 import sys
+import time
 import warnings
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
+from citeq.config import Settings
 from citeq.store import NewRequest, Store
+from citeq.worker import Worker
 from infra.local.context import LambdaContext
 from tests.helpers import ASSISTANT, Admin, load_event
 
@@ -21,11 +23,26 @@ QUESTION = "What does a request over the rate limit receive?"
 
 
 @pytest.fixture
-def app(worker_env: dict[str, str]) -> ModuleType:
-    """``worker.app`` imported against this test's moto resources."""
-    if "worker.app" in sys.modules:
-        return importlib.reload(sys.modules["worker.app"])
-    return importlib.import_module("worker.app")
+def worker(worker_env: dict[str, str]) -> Worker:
+    """The worker built by ``worker.app.build`` from this test's environment (moto resources, the emulator)."""
+    from worker import app
+
+    return app.build(Settings.from_env())
+
+
+class Handler:
+    """``worker.app.handler_for(worker)``: the deployed handler's body over this test's worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        from worker import app
+
+        self.worker = worker
+        self.lambda_handler = app.handler_for(worker, 10)
+
+
+@pytest.fixture
+def app(worker: Worker) -> Handler:
+    return Handler(worker)
 
 
 @pytest.fixture
@@ -69,7 +86,7 @@ def queued(store: Store, request_id: str, batch_id: str | None = None, seq: int 
     )
 
 
-def test_handler_answers_a_request_from_the_sample_event(app: ModuleType, store: Store, admin: Admin) -> None:
+def test_handler_answers_a_request_from_the_sample_event(app: Handler, store: Store, admin: Admin) -> None:
     event = load_event("sqs-request.json")
     response = app.lambda_handler(event, LambdaContext())
     assert response == {"batchItemFailures": []}
@@ -80,7 +97,7 @@ def test_handler_answers_a_request_from_the_sample_event(app: ModuleType, store:
 
 
 def test_mixed_batch_records_malformed_and_unknown_version_without_retrying(
-    app: ModuleType, store: Store, admin: Admin
+    app: Handler, store: Store, admin: Admin
 ) -> None:
     event = load_event("sqs-mixed-batch.json")
     response = app.lambda_handler(event, LambdaContext())
@@ -95,7 +112,7 @@ def test_mixed_batch_records_malformed_and_unknown_version_without_retrying(
 
 
 def test_redelivery_after_success_never_calls_the_assistant_again(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     queued(store, "r-dup", "b-dup", 1)
     store.create_batch("b-dup", 1, source=None, idempotency_key=None)
@@ -107,7 +124,7 @@ def test_redelivery_after_success_never_calls_the_assistant_again(
 
 
 def test_records_of_one_invocation_run_concurrently(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     import time
 
@@ -122,24 +139,25 @@ def test_records_of_one_invocation_run_concurrently(
     assert admin.count("chat_completions") == 5
 
 
-def test_rate_limited_record_is_handed_back_with_retry_after_as_visibility(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+def test_rate_limited_record_is_deferred_without_spending_an_attempt(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
 ) -> None:
     admin.script({"status": 429, "retry_after": 120})
     queued(store, "r-429")
-    record = sqs_record(body("r-429"))
+    before = store.get("r-429")
+    record = sqs_record(body("r-429", dispatch=before.dispatch))  # type: ignore[union-attr]
     response = app.lambda_handler({"Records": [record]}, LambdaContext())
-    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert response == {"batchItemFailures": []}  # acknowledged: a fresh message is owed instead
     item = store.get("r-429")
-    assert item is not None and item.status == "queued" and item.attempts == 1
-    assert item.error is not None and item.error["http_status"] == 429
-    sqs = boto3.client("sqs")
-    # Made invisible for the Retry-After seconds: not receivable now.
-    assert "Messages" not in sqs.receive_message(QueueUrl=worker_env["CITEQ_QUEUE_URL"], WaitTimeSeconds=0)
+    assert item is not None and before is not None
+    assert item.status == "queued" and item.attempts == 0 and item.deferrals == 1 and item.failures == 0
+    assert item.dispatch != before.dispatch  # the new message the stream sends
+    assert item.not_before is not None and item.not_before >= time.time() + 100  # the service's Retry-After
+    assert item.wait_reason is not None and "429" in item.wait_reason
 
 
 def test_assistant_rejection_fails_the_request_with_its_reason(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     queued(store, "r-400")
     record = sqs_record(body("r-400", options={"model": "gpt-99"}))
@@ -155,23 +173,40 @@ def test_assistant_rejection_fails_the_request_with_its_reason(
     assert admin.count("chat_completions") == 1
 
 
-def test_last_delivery_of_a_retryable_error_fails_the_request_and_goes_to_the_dlq(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+def test_last_attempt_of_a_retryable_error_fails_the_request_with_its_reason(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     admin.script({"status": 503, "count": 3})  # the client's own three attempts all fail
     queued(store, "r-last")
     record = sqs_record(body("r-last"), receive_count=6)
     response = app.lambda_handler({"Records": [record]}, LambdaContext())
-    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert response == {"batchItemFailures": []}  # an outcome was recorded: nothing to dead-letter
     item = store.get("r-last")
     assert item is not None and item.status == "failed"
-    assert item.error["message"].startswith("gave up after 6 deliveries")  # type: ignore[index]
+    assert item.error["message"].startswith("gave up after 1 failed attempts")  # type: ignore[index]
     assert item.error["http_status"] == 503  # type: ignore[index]
     assert admin.count("chat_completions") == 3
 
 
+def test_failures_recorded_on_the_item_end_a_request_whatever_its_message_receive_count(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    admin.faults(rate_503=1.0)
+    queued(store, "r-many")
+    for n in range(1, 7):
+        record = sqs_record(body("r-many"))  # a fresh message each time (as after deferrals): receive count 1
+        response = app.lambda_handler({"Records": [record]}, LambdaContext())
+        item = store.get("r-many")
+        assert item is not None
+        if n < 6:
+            assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+            assert (item.status, item.failures) == ("queued", n)
+    assert item.status == "failed", item
+    assert item.error is not None and item.error["message"].startswith("gave up after 6 failed attempts")
+
+
 def test_no_call_starts_that_cannot_finish_before_the_deadline(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     queued(store, "r-late")
     record = sqs_record(body("r-late"))
@@ -184,7 +219,7 @@ def test_no_call_starts_that_cannot_finish_before_the_deadline(
 
 
 def test_cancelled_request_is_skipped(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+    app: Handler, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
 ) -> None:
     queued(store, "r-cancel")
     item = store.get("r-cancel")
@@ -192,9 +227,9 @@ def test_cancelled_request_is_skipped(
     calls = _calls_by_operation(app)
     assert app.lambda_handler({"Records": [sqs_record(body("r-cancel"))]}, LambdaContext()) == {"batchItemFailures": []}
     assert admin.count("chat_completions") == 0
-    # One claim, cancelled with the idempotency record's write; then a read, and the claim is not tried again.
-    assert len(calls["TransactWriteItems"]) == 1
-    assert [c for c in calls.get("UpdateItem", []) if c["TableName"] == worker_env["CITEQ_TABLE"]] == []
+    # One conditional claim, refused; then one read, and nothing more is written.
+    assert len(calls["UpdateItem"]) == 1 and len(calls["GetItem"]) == 1
+    assert store.get("r-cancel").status == "cancelled"  # type: ignore[union-attr]
 
 
 def _emf(output: str) -> list[dict[str, Any]]:
@@ -239,46 +274,41 @@ def test_metrics_are_published_as_emf_when_enabled_and_not_at_all_when_disabled(
     assert store.get("r-quiet").status == "succeeded"  # type: ignore[union-attr]
 
 
-def _calls_by_operation(app: ModuleType) -> dict[str, list[dict[str, Any]]]:
-    """Record the parameters of every DynamoDB call the worker module makes, by operation."""
+def _calls_by_operation(app: Handler) -> dict[str, list[dict[str, Any]]]:
+    """Record the parameters of every DynamoDB call the worker's store makes, by operation."""
     calls: dict[str, list[dict[str, Any]]] = {}
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
         calls.setdefault(model.name, []).append(params)
 
-    app.dynamodb.meta.events.register("provide-client-params.dynamodb.*", record)
+    app.worker.store.client.meta.events.register("provide-client-params.dynamodb.*", record)
     return calls
 
 
-def test_an_answer_costs_two_writes_each_with_its_idempotency_record(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
+def test_an_answer_costs_two_writes_and_no_other_record(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any, worker_env: dict[str, str]
 ) -> None:
     queued(store, "r-one", "b-one", 1)
     store.create_batch("b-one", 1, source=None, idempotency_key=None)
     calls = _calls_by_operation(app)
     record = sqs_record(body("r-one", batch_id="b-one", seq=1))
     assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
-    idempotency_table = worker_env["CITEQ_IDEMPOTENCY_TABLE"]
-    # Powertools' own put and update of the record were not needed: the request's transactions wrote it.
-    assert [
-        c for c in calls.get("PutItem", []) + calls.get("UpdateItem", []) if c["TableName"] == idempotency_table
-    ] == []
-    assert len(calls["TransactWriteItems"]) == 2
-    claim, result = (
-        [(kind, entry["TableName"]) for item in c["TransactItems"] for kind, entry in item.items()]
-        for c in calls["TransactWriteItems"]
-    )
     table = worker_env["CITEQ_TABLE"]
-    assert claim == [("Update", table), ("Update", table), ("Put", idempotency_table)]  # request, batch, record
-    assert result == [("Update", table), ("Update", table), ("Update", idempotency_table)]
-    records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
-    assert len(records) == 1 and records[0]["status"]["S"] == "COMPLETED"
-    assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-one", "status": "succeeded"}
-    # A redelivery finds the completed record: no second answer, nothing counted twice.
+    # The claim and the answer, each with the batch counters: the request item is the only record kept.
+    assert sorted(calls) == ["TransactWriteItems"]
+    writes = [
+        [(kind, entry["TableName"]) for item in call["TransactItems"] for kind, entry in item.items()]
+        for call in calls["TransactWriteItems"]
+    ]
+    assert writes == [
+        [("Update", table), ("Update", table)],
+        [("Update", table), ("Update", table)],
+    ]
+    # A redelivery: one refused claim and one read; no second answer, nothing counted twice.
     again = app.lambda_handler({"Records": [sqs_record(body("r-one", batch_id="b-one", seq=1), 2)]}, LambdaContext())
     assert again == {"batchItemFailures": []}
     assert admin.count("chat_completions") == 1
-    assert len(calls["TransactWriteItems"]) == 3  # the redelivery's one claim, cancelled; no second try
+    assert len(calls["TransactWriteItems"]) == 3 and len(calls["GetItem"]) == 1
     assert store.get_batch("b-one").counts == {  # type: ignore[union-attr]
         "queued": 0,
         "running": 0,
@@ -288,24 +318,10 @@ def test_an_answer_costs_two_writes_each_with_its_idempotency_record(
     }
 
 
-def test_other_outcomes_complete_the_idempotency_record_through_powertools(
-    app: ModuleType, store: Store, sqs_record: Any, worker_env: dict[str, str]
-) -> None:
-    queued(store, "r-rejected")
-    calls = _calls_by_operation(app)
-    record = sqs_record(body("r-rejected", options={"model": "gpt-99"}))
-    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
-    idempotency_table = worker_env["CITEQ_IDEMPOTENCY_TABLE"]
-    assert len([c for c in calls.get("UpdateItem", []) if c["TableName"] == idempotency_table]) == 1
-    records = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
-    assert json.loads(records[0]["data"]["S"]) == {"request_id": "r-rejected", "status": "failed"}
-
-
-def test_a_second_live_delivery_neither_calls_the_assistant_nor_leaves_a_claim(
-    app: ModuleType, store: Store, admin: Admin, sqs_record: Any
+def test_a_second_live_delivery_is_handed_back_until_the_lease_ends(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
 ) -> None:
     import threading
-    import time
 
     admin.faults(latency_ms=400)
     queued(store, "r-twice", "b-twice", 1)
@@ -326,3 +342,71 @@ def test_a_second_live_delivery_neither_calls_the_assistant_nor_leaves_a_claim(
     item = store.get("r-twice")
     assert item is not None and item.status == "succeeded" and item.attempts == 1
     assert store.get_batch("b-twice").counts["succeeded"] == 1  # type: ignore[union-attr]
+
+
+def test_an_attempt_that_died_is_taken_over_once_its_lease_ends(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    queued(store, "r-died", "b-died", 1)
+    store.create_batch("b-died", 1, source=None, idempotency_key=None)
+    item = store.get("r-died")
+    assert item is not None
+    # An earlier delivery claimed it with a lease that has ended, then its process died.
+    assert store.claim(item, lease_until=time.time() - 1) is not None
+    record = sqs_record(body("r-died", batch_id="b-died", seq=1), 2)
+    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+    item = store.get("r-died")
+    assert item is not None and item.status == "succeeded"
+    assert (item.attempts, item.failures) == (2, 1)  # the dead attempt counts as a failure
+    assert admin.count("chat_completions") == 1
+    assert store.get_batch("b-died").counts["succeeded"] == 1  # type: ignore[union-attr]
+
+
+def test_an_unexpected_exception_releases_the_lease_and_is_logged_at_error(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    queued(store, "r-bug")
+    real_chat = app.worker.client.chat
+    app.worker.client.chat = lambda **_: (_ for _ in ()).throw(KeyError("surprise"))  # type: ignore[method-assign]
+    record = sqs_record(body("r-bug"))
+    with caplog.at_level("ERROR", logger="citeq.worker"):
+        response = app.lambda_handler({"Records": [record]}, LambdaContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "r-bug" in r.getMessage()]
+    assert errors and "KeyError" in errors[0].getMessage()
+    item = store.get("r-bug")
+    assert item is not None and item.status == "queued" and item.lease_until is None  # released at once
+    assert item.error is not None and item.error["type"] == "KeyError" and item.failures == 1
+    app.worker.client.chat = real_chat  # type: ignore[method-assign]
+    assert app.lambda_handler({"Records": [sqs_record(body("r-bug"), 2)]}, LambdaContext()) == {"batchItemFailures": []}
+    assert store.get("r-bug").status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_a_superseded_message_does_nothing(app: Handler, store: Store, admin: Admin, sqs_record: Any) -> None:
+    queued(store, "r-old")
+    item = store.get("r-old")
+    assert item is not None
+    deferred = store.defer(item, time.time() + 600, "waiting for token budget")  # a newer message is owed
+    assert deferred is not None
+    stale = sqs_record(body("r-old", dispatch=item.dispatch))
+    assert app.lambda_handler({"Records": [stale]}, LambdaContext()) == {"batchItemFailures": []}
+    after = store.get("r-old")
+    assert after is not None and (after.status, after.dispatch, after.attempts) == ("queued", deferred.dispatch, 0)
+    assert admin.count("chat_completions") == 0
+
+
+def test_a_message_that_arrives_before_its_time_is_put_off_again(
+    app: Handler, store: Store, admin: Admin, sqs_record: Any
+) -> None:
+    queued(store, "r-early")
+    item = store.get("r-early")
+    assert item is not None
+    later = time.time() + 3600  # longer than SQS's 15-minute delay: the message comes early
+    deferred = store.defer(item, later, "assistant paused")
+    assert deferred is not None
+    record = sqs_record(body("r-early", dispatch=deferred.dispatch))
+    assert app.lambda_handler({"Records": [record]}, LambdaContext()) == {"batchItemFailures": []}
+    after = store.get("r-early")
+    assert after is not None and after.status == "queued" and after.attempts == 0
+    assert after.dispatch != deferred.dispatch and after.not_before == pytest.approx(later, abs=0.01)
+    assert admin.count("chat_completions") == 0

@@ -1,0 +1,53 @@
+"""Scheduled reconciler (every minute): fails the requests whose messages were dead-lettered, with the reason.
+
+The messages stay in the DLQ, so ``citeq dlq show`` lists them and ``citeq dlq redrive`` brings them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from citeq import dlq
+from citeq.config import Settings
+from citeq.queue import Queue
+from citeq.store import Store
+
+logger = Logger(service="citeq-reconciler")
+
+
+def handler_for(
+    store: Store, queue: Queue, max_receives: int
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """A Lambda handler reconciling ``queue``'s DLQ with ``store``."""
+
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        ended = dlq.reconcile(store=store, queue=queue, max_receives=max_receives)
+        if ended:
+            logger.warning("dead-lettered requests failed", extra={"count": ended})
+        return {"reconciled": ended}
+
+    return handle
+
+
+def build(settings: Settings | None = None) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The handler, from the environment."""
+    settings = settings or Settings.from_env()
+    settings.require("table", "queue_url", "dlq_url")
+    store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
+    return handler_for(store, Queue(settings.queue_url or "", dlq_url=settings.dlq_url), settings.max_receives)
+
+
+_handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = None
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """A scheduled event in, ``{"reconciled": n}`` out."""
+    global _handler
+    if _handler is None:
+        _handler = build()
+    return _handler(event, context)
