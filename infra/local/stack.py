@@ -17,6 +17,7 @@ from types import ModuleType
 
 import boto3
 
+from infra.emulator.plan import REALISTIC_CONTEXT_TOKENS, PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
 from infra.local.poller import Poller
@@ -36,7 +37,12 @@ FAKE_AWS = {
 
 
 class LocalStack:
-    """Start with ``start()`` (or as a context manager); ``env`` holds the variables that point at it."""
+    """Start with ``start()`` (or as a context manager); ``env`` holds the variables that point at it.
+
+    The emulator runs on ``plan`` (default Standard: 300k chat input tokens a minute) with realistic prompt sizes
+    and latency; ``tokens_per_minute`` and the quotas replace the plan's (0: unlimited), ``plan=None`` and
+    ``latency="none"`` give the unlimited, instant emulator.
+    """
 
     def __init__(
         self,
@@ -48,8 +54,22 @@ class LocalStack:
         worker_env: dict[str, str] | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: int | None = None,
+        plan: str | None = "standard",
+        tokens_per_minute: int | None = None,
+        quota_input_tokens: int | None = None,
+        quota_output_tokens: int | None = None,
+        context_tokens: str | tuple[int, int] | None = REALISTIC_CONTEXT_TOKENS,
+        latency: str = "realistic",
     ) -> None:
         self.docs = docs
+        self.plan = PlanConfig.of(
+            plan,
+            tokens_per_minute=tokens_per_minute,
+            quota_input_tokens=quota_input_tokens,
+            quota_output_tokens=quota_output_tokens,
+            context_tokens=context_tokens if context_tokens is not None else "measured",
+        )
+        self.latency = latency
         self.assistant = assistant
         self.poll = poll
         self.template = load(template)
@@ -84,7 +104,9 @@ class LocalStack:
         self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint})
         self._create_resources()
         # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
-        self.emulator = EmulatorProcess(docs=self.docs, assistant=self.assistant).start()
+        self.emulator = EmulatorProcess(
+            docs=self.docs, assistant=self.assistant, plan=self.plan, latency=self.latency
+        ).start()
         self._set_env(
             {
                 "CITEQ_TABLE": self.resources["ResultsTable"],
