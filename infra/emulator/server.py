@@ -45,6 +45,8 @@ from infra.emulator.plan import PlanConfig
 
 log = logging.getLogger("infra.emulator")
 DEFAULT_API_KEY = "pclocal-emulator-key"
+# Routes whose answer a model generates: the first-token and answer latency apply to them only.
+_GENERATING_ROUTES = frozenset({"chat_completions", "chat"})
 # Largest body read at all (a 100 MB PDF plus multipart framing).
 MAX_BODY_BYTES = 101 * 1024 * 1024
 
@@ -182,8 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(exc)
         if response.events is not None:
             return self._send_stream(response, decision, config)
-        # A default (non-streamed) answer arrives only when the whole answer is ready.
-        if config.first_token_ms or config.answer_ms:
+        # A default (non-streamed) answer arrives only when the whole answer is ready; other routes generate nothing.
+        if route in _GENERATING_ROUTES and (config.first_token_ms or config.answer_ms):
             time.sleep((config.first_token_ms + config.answer_ms) / 1000)
         return self._send_json(response.status, response.body, response.headers, drop=decision.drop is not None)
 

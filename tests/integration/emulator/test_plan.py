@@ -172,6 +172,18 @@ def test_prompt_tokens_differ_by_question_and_measured_mode_is_small(server: Emu
     assert all(prompt(q) < 5_000 for q in questions)
 
 
+def test_answer_latency_applies_to_chats_only(server: EmulatorServer) -> None:
+    # Ten minutes of "generation": a describe, a file list or a context call that waited for it would time out.
+    Admin(server.url).faults(first_token_ms=600_000, answer_ms=1)
+    headers = {"Api-Key": server.api_key}
+    for path in (f"/assistant/assistants/{ASSISTANT}", f"/assistant/files/{ASSISTANT}"):
+        assert requests.get(f"{server.url}{path}", headers=headers, timeout=5).status_code == 200
+    context = requests.post(
+        f"{server.url}/assistant/chat/{ASSISTANT}/context", headers=headers, json={"query": "rate limit"}, timeout=5
+    )
+    assert context.status_code == 200
+
+
 def test_admin_rejects_unknown_plan_settings(server: EmulatorServer) -> None:
     response = requests.patch(f"{server.url}/_emulator/plan", json={"plan": "gold"}, timeout=5)
     assert response.status_code == 400
