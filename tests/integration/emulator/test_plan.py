@@ -248,3 +248,14 @@ def test_process_and_local_stack_pass_their_plan_as_flags() -> None:
     tiny = LocalStack(plan="starter", tokens_per_minute=20_000, context_tokens=None)
     assert (tiny.plan.plan, tiny.plan.tokens_per_minute, tiny.plan.context_tokens) == ("starter", 20_000, None)
     assert LocalStack(plan=None).plan.tokens_per_minute is None
+
+
+def test_server_constructor_plan_is_the_one_a_reset_returns_to() -> None:
+    backend = Backend(plan=PlanConfig.of("builder"))
+    assert backend.plan.config == PlanConfig.of("builder")
+    with EmulatorServer(backend, plan=PlanConfig.of("starter", tokens_per_minute=1_000)) as server:
+        admin = Admin(server.url)
+        assert admin.plan(plan="enterprise")["tokens_per_minute"] == 1_000_000
+        admin.reset()
+        state = admin.plan()
+        assert (state["plan"], state["tokens_per_minute"], state["quota_input_tokens"]) == ("starter", 1_000, 500_000)
