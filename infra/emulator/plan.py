@@ -7,14 +7,18 @@ Facts (``shared/reference/pinecone-assistant-api.md`` §7.2, ``service-fidelity.
 - monthly quotas (Starter 500k chat input / 300k chat output tokens, Builder 2M / 1M, paid plans none); the
   older page in §7.2 gave Starter 1.5M / 200k; the newer figures are used here;
 - over the per-minute limit: ``429 TOO_MANY_REQUESTS`` in the common error body, with no ``Retry-After``
-  (none is documented); over a quota: ``403`` (``QUOTA_EXCEEDED`` on Pinecone's quota pages);
+  (none is documented); over a quota: ``403`` coded ``QUOTA_EXCEEDED`` with a "Request failed. You've reached
+  the max ..." message, as Pinecone's quota pages show (https://docs.pinecone.io/reference/quotas-and-limits);
 - prompt tokens include the injected context (up to 16 snippets of up to 2,048 tokens), 9k-26k per answer in
   every real sample, so the emulator charges a context size drawn per question from a tunable range.
 
-Not documented, chosen here [infer]: the window slides over the last 60 s (never kinder than a fixed minute);
-a request is refused when its input tokens would take the window over the limit, unless the window is empty
-(so a single request larger than the limit is not refused forever); refused requests are not charged;
-the quotas run from the emulator's start (a month outlasts any local run) until reset.
+Not documented, chosen here [infer]:
+- the 429 message for chat tokens: the spec's only example is "Too many get or list assistant requests, try
+  again later", and this one follows its form;
+- the window slides over the last 60 s (never kinder than a fixed minute); a request is refused when its input
+  tokens would take the window over the limit, unless the window is empty (so a single request larger than
+  the limit is not refused forever); refused requests are not charged;
+- the quotas run from the emulator's start (a month outlasts any local run) until reset.
 """
 
 from __future__ import annotations
