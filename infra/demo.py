@@ -158,6 +158,11 @@ def main() -> int:
     """Run the demo; returns the exit code."""
     with LocalStack() as stack:
         print(f"local stack: moto on {stack.endpoint}, emulator on {stack.emulator.url if stack.emulator else '?'}")
+        limit = stack.plan.tokens_per_minute
+        print(
+            f"emulated assistant plan: {stack.plan.plan}, "
+            + (f"{limit:,} chat input tokens a minute" if limit else "no token limit")
+        )
         openai_questions(stack)
         batch_pipeline(Factory(Settings.from_env()), ROOT / "out")
         streaming_and_webhook(stack)

@@ -35,6 +35,16 @@ class Admin:
         """Queue scripted faults."""
         self.http.post(f"{self.url}/_emulator/faults/script", json=list(entries), timeout=5).raise_for_status()
 
+    def plan(self, **settings: Any) -> dict[str, Any]:
+        """Change the plan's limits (``tokens_per_minute=20000``, ``plan="starter"``, ``context_tokens=[a, b]``)
+        and return the plan's state; with no settings, only read it."""
+        if settings:
+            response = self.http.patch(f"{self.url}/_emulator/plan", json=settings, timeout=5)
+        else:
+            response = self.http.get(f"{self.url}/_emulator/plan", timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
     def counters(self) -> dict[str, Any]:
         """Requests served per route and assistant."""
         response = self.http.get(f"{self.url}/_emulator/counters", timeout=5)
@@ -46,8 +56,9 @@ class Admin:
         return int(self.counters().get(route, {}).get(assistant, {}).get(status, 0))
 
     def reset(self) -> None:
-        """No faults, zero counters."""
+        """No faults, zero counters, the plan the emulator started with and no usage against it."""
         self.http.delete(f"{self.url}/_emulator/faults", timeout=5).raise_for_status()
+        self.http.delete(f"{self.url}/_emulator/plan", timeout=5).raise_for_status()
         self.http.delete(f"{self.url}/_emulator/counters", timeout=5).raise_for_status()
 
 

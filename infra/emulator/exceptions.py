@@ -3,9 +3,11 @@
 EmulatorError (status, code)
 ├── InvalidArgument        400 INVALID_ARGUMENT
 ├── Unauthenticated        401 UNAUTHENTICATED
+├── QuotaExceeded          403 QUOTA_EXCEEDED      (plan.py)
 ├── NotFound               404 NOT_FOUND
 ├── AlreadyExists          409 ALREADY_EXISTS
 ├── PayloadTooLarge        413 INVALID_ARGUMENT
+├── TooManyRequests        429 TOO_MANY_REQUESTS   (plan.py; never a Retry-After)
 └── InjectedError          any status, raised by fault injection
 """
 
@@ -42,6 +44,13 @@ class Unauthenticated(EmulatorError):
     code = "UNAUTHENTICATED"
 
 
+class QuotaExceeded(EmulatorError):
+    """403: the organization has used its plan's token quota (Pinecone's quota errors are 403 QUOTA_EXCEEDED)."""
+
+    status = 403
+    code = "QUOTA_EXCEEDED"
+
+
 class NotFound(EmulatorError):
     """404: unknown assistant, file or operation."""
 
@@ -61,6 +70,13 @@ class PayloadTooLarge(EmulatorError):
 
     status = 413
     code = "INVALID_ARGUMENT"
+
+
+class TooManyRequests(EmulatorError):
+    """429: over the plan's chat input tokens per minute (the 2026-04 spec's ErrorResponse example code)."""
+
+    status = 429
+    code = "TOO_MANY_REQUESTS"
 
 
 class InjectedError(EmulatorError):

@@ -24,6 +24,9 @@ class FaultConfig:
     latency_jitter_ms: float = 0.0
     first_token_ms: float = 0.0
     chunk_delay_ms: float = 0.0
+    # Generation time after the first token: a default answer arrives after first_token_ms + answer_ms; a
+    # stream spreads its chunks over answer_ms (unless chunk_delay_ms paces them).
+    answer_ms: float = 0.0
     rate_429: float = 0.0
     rate_500: float = 0.0
     rate_503: float = 0.0

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from infra.emulator import answers, filters
 from infra.emulator.exceptions import AlreadyExists, InvalidArgument, NotFound, PayloadTooLarge
 from infra.emulator.extract import PAGED_KINDS, Page, extract_pages, kind_of
+from infra.emulator.plan import PlanConfig, PlanMeter
 from infra.emulator.retrieval import Index, pick_sentences, tokenize
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -143,9 +144,12 @@ class Backend:
         citation_style: str = "pp",
         state_dir: str | os.PathLike[str] | None = None,
         id_source: Callable[[], str] = lambda: secrets.token_hex(8),
+        plan: PlanConfig | None = None,
     ) -> None:
         self.base_url = base_url
         self.clock = clock
+        # Token limits and prompt-token accounting; no limit unless a plan is given (plan.py).
+        self.plan = PlanMeter(plan or PlanConfig(), clock=clock)
         self.processing_seconds = processing_seconds
         self.citation_style = citation_style
         self.state_dir = Path(state_dir) if state_dir else None
@@ -486,13 +490,15 @@ class Backend:
             if not content:
                 content = answers.NO_ANSWER
             snippets = " ".join(record.index.chunks[h.chunk_id].text for h in hits)
+            # The prompt carries the instructions, the messages and the injected context, as the service counts.
+            asked = " ".join(str(m.get("content", "")) for m in messages)
             prompt = (
-                answers.approx_tokens(
-                    (record.instructions or "") + " ".join(str(m.get("content", "")) for m in messages) + snippets
-                )
+                answers.approx_tokens((record.instructions or "") + asked)
                 + answers.PROMPT_OVERHEAD_TOKENS
+                + self.plan.context_tokens(query, answers.approx_tokens(snippets) if snippets else 0)
             )
             completion = answers.approx_tokens(content)
+            self.plan.charge(name, prompt, completion)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
             answer_id = "0" * 16 + self._id_source()
             return answers.Answer(answer_id, dated, content, citations, usage, "stop", len(hits))

@@ -8,21 +8,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infra.emulator.plan import PlanConfig
 from infra.emulator.server import DEFAULT_API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PLAN = PlanConfig.of("standard")
 
 
 class EmulatorProcess:
-    """Start with ``start()``; faults and counters are reached over HTTP (``/_emulator/...``)."""
+    """Start with ``start()``; faults, plan and counters are reached over HTTP (``/_emulator/...``).
+
+    Like the command, it runs on the Standard plan with realistic latency unless told otherwise
+    (``plan=PlanConfig.of("none"), latency="none"``: unlimited and instant); ``flags`` come last and win.
+    """
 
     def __init__(
-        self, *, docs: str | Path | None, assistant: str, api_key: str = DEFAULT_API_KEY, flags: list[str] | None = None
+        self,
+        *,
+        docs: str | Path | None,
+        assistant: str,
+        api_key: str = DEFAULT_API_KEY,
+        flags: list[str] | None = None,
+        plan: PlanConfig = DEFAULT_PLAN,
+        latency: str = "realistic",
     ) -> None:
         self.docs = docs
         self.assistant = assistant
         self.api_key = api_key
-        self.flags = flags or []
+        self.flags = [*plan.flags(), "--latency", latency, *(flags or [])]
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
 

@@ -9,6 +9,10 @@ Admin endpoints (no auth, loopback only):
     POST   /_emulator/faults/script        -> append scripted faults (a JSON list)
     GET    /_emulator/counters             -> requests served per route, per assistant, per status
     DELETE /_emulator/counters             -> reset the counters
+    GET    /_emulator/plan                 -> plan limits, tokens in the one-minute window, usage per assistant
+    PUT    /_emulator/plan                 -> replace the limits (JSON of PlanConfig fields; ``plan`` names one)
+    PATCH  /_emulator/plan                 -> change some limits
+    DELETE /_emulator/plan                 -> the limits the emulator started with, usage zeroed
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -36,9 +41,12 @@ from infra.emulator.exceptions import (
 )
 from infra.emulator.faults import Decision, FaultConfig, Faults
 from infra.emulator.models import Backend
+from infra.emulator.plan import PlanConfig
 
 log = logging.getLogger("infra.emulator")
 DEFAULT_API_KEY = "pclocal-emulator-key"
+# Routes whose answer a model generates: the first-token and answer latency apply to them only.
+_GENERATING_ROUTES = frozenset({"chat_completions", "chat"})
 # Largest body read at all (a 100 MB PDF plus multipart framing).
 MAX_BODY_BYTES = 101 * 1024 * 1024
 
@@ -176,9 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(exc)
         if response.events is not None:
             return self._send_stream(response, decision, config)
-        # A default (non-streamed) answer arrives only when the whole answer is ready.
-        if config.first_token_ms:
-            time.sleep(config.first_token_ms / 1000)
+        # A default (non-streamed) answer arrives only when the whole answer is ready; other routes generate nothing.
+        if route in _GENERATING_ROUTES and (config.first_token_ms or config.answer_ms):
+            time.sleep((config.first_token_ms + config.answer_ms) / 1000)
         return self._send_json(response.status, response.body, response.headers, drop=decision.drop is not None)
 
     # ------------------------------------------------------------------ writing
@@ -236,12 +244,17 @@ class _Handler(BaseHTTPRequestHandler):
         # The service sends the headers, then nothing (no keepalive) until the model's first token.
         if config.first_token_ms:
             time.sleep(config.first_token_ms / 1000)
-        for sent, event in enumerate(response.events):
+        events: Iterable[dict[str, Any] | str] = response.events
+        pace_ms = config.chunk_delay_ms
+        if config.answer_ms and not pace_ms:
+            events = list(events)
+            pace_ms = config.answer_ms / max(1, len(events) - 1)
+        for sent, event in enumerate(events):
             if decision.drop is not None and sent >= decision.drop_after_chunks:
                 self._abort()
                 return response.status
-            if sent and config.chunk_delay_ms:
-                time.sleep(config.chunk_delay_ms / 1000)
+            if sent and pace_ms:
+                time.sleep(pace_ms / 1000)
             payload = event if isinstance(event, str) else json.dumps(event)
             try:
                 self._chunk(prefix + payload.encode() + b"\n\n")
@@ -289,6 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
                 elif self.command == "DELETE":
                     faults.clear()
                 result = faults.snapshot()
+            elif path == "/_emulator/plan":
+                result = self.server.backend.plan.admin(self.command, payload)
             elif path == "/_emulator/faults/script" and self.command == "POST":
                 faults.push(payload if isinstance(payload, list) else [payload])
                 result = faults.snapshot()
@@ -312,8 +327,11 @@ class EmulatorServer:
         port: int = 0,
         api_key: str = DEFAULT_API_KEY,
         faults: FaultConfig | None = None,
+        plan: PlanConfig | None = None,
     ) -> None:
         self.backend = backend or Backend()
+        if plan is not None:
+            self.backend.plan.start_with(plan)
         self.faults = Faults(faults)
         self.httpd = EmulatorHTTPServer((host, port), self.backend, self.faults, api_key)
         bound_host, bound_port = self.httpd.server_address[:2]

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 
+from infra.emulator.plan import REALISTIC_CONTEXT_TOKENS, PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
 from infra.local.context import LambdaContext
@@ -49,7 +50,13 @@ FAKE_AWS = {
 
 
 class LocalStack:
-    """Start with ``start()`` (or as a context manager); ``env`` holds the variables that point at it."""
+    """Start with ``start()`` (or as a context manager); ``env`` holds the variables that point at it.
+
+    The emulator runs on ``plan`` (default Standard: 300k chat input tokens a minute) with realistic prompt sizes
+    and latency; ``tokens_per_minute`` and the quotas replace the plan's (0: unlimited), ``plan=None`` and
+    ``latency="none"`` give the unlimited, instant emulator. citeq's workers pace to the plan's limit
+    (``CITEQ_TOKENS_PER_MINUTE``) unless ``pacing`` names another rate (or None: no pacing).
+    """
 
     def __init__(
         self,
@@ -62,9 +69,23 @@ class LocalStack:
         max_concurrency: int | None = None,
         visibility_timeout: int | None = None,
         reconcile_every: float = 60.0,
-        tokens_per_minute: int | str | None = None,
+        plan: str | None = "standard",
+        tokens_per_minute: int | None = None,
+        quota_input_tokens: int | None = None,
+        quota_output_tokens: int | None = None,
+        context_tokens: str | tuple[int, int] | None = REALISTIC_CONTEXT_TOKENS,
+        latency: str = "realistic",
+        pacing: int | str | None = "plan",
     ) -> None:
         self.docs = docs
+        self.plan = PlanConfig.of(
+            plan,
+            tokens_per_minute=tokens_per_minute,
+            quota_input_tokens=quota_input_tokens,
+            quota_output_tokens=quota_output_tokens,
+            context_tokens=context_tokens if context_tokens is not None else "measured",
+        )
+        self.latency = latency
         self.assistant = assistant
         self.poll = poll
         self.template = load(template)
@@ -75,7 +96,8 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         # The template runs the reconciler every minute; tests shorten it.
         self.reconcile_every = reconcile_every
-        self.tokens_per_minute = tokens_per_minute
+        # citeq's CITEQ_TOKENS_PER_MINUTE: the emulated plan's limit unless a test configures another (or None).
+        self.pacing = self.plan.tokens_per_minute if pacing == "plan" else pacing
         self.dispatcher_settings = dispatcher_settings(self.template)
         self.env: dict[str, str] = {}
         self.resources: dict[str, str] = {}
@@ -108,7 +130,9 @@ class LocalStack:
         self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint})
         self._create_resources()
         # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
-        self.emulator = EmulatorProcess(docs=self.docs, assistant=self.assistant).start()
+        self.emulator = EmulatorProcess(
+            docs=self.docs, assistant=self.assistant, plan=self.plan, latency=self.latency
+        ).start()
         self._set_env(
             {
                 "CITEQ_TABLE": self.resources["ResultsTable"],
@@ -127,7 +151,7 @@ class LocalStack:
                 "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1,localhost",
                 "CITEQ_WEBHOOK_SECRETS_ARN": self._put_secret("citeq/local/webhooks", ",".join(self.webhook_secrets)),
                 "CITEQ_API_KEY_HASHES": hashlib.sha256(self.api_key.encode()).hexdigest(),
-                "CITEQ_TOKENS_PER_MINUTE": str(self.tokens_per_minute or "none"),
+                "CITEQ_TOKENS_PER_MINUTE": str(self.pacing or "none"),
                 **self.worker_env,
             }
         )

@@ -79,7 +79,7 @@ def test_one_invocation_of_10_records_costs_about_one_answer(
 def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations: int) -> None:
     batch_size = 5  # template.yaml's default BatchSize
     concurrency = invocations * batch_size
-    with LocalStack(max_concurrency=invocations) as stack:
+    with LocalStack(max_concurrency=invocations, plan=None, latency="none") as stack:
         assert stack.emulator is not None
         Admin(stack.emulator.url).faults(latency_ms=300)
         store, queue = Store(stack.table), Queue(stack.queue_url, dlq_url=stack.dlq_url)

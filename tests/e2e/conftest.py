@@ -16,7 +16,11 @@ from tests.helpers import Admin
 def stack() -> Iterator[LocalStack]:
     """One local stack for the e2e tests. The queue's visibility timeout is cut from 750 s to 6 s so
     redeliveries come back quickly; it still exceeds the longest a record takes here (a few seconds)."""
-    with LocalStack(visibility_timeout=6, max_concurrency=4, reconcile_every=3600) as local:
+    # No token limit and an instant assistant: these tests are about delivery, not pacing. The reconciler
+    # runs when a test calls stack.reconcile().
+    with LocalStack(
+        visibility_timeout=6, max_concurrency=4, plan=None, latency="none", reconcile_every=3600
+    ) as local:
         yield local
 
 
