@@ -17,7 +17,6 @@ import boto3
 import pytest
 
 from citeq import batch
-from citeq.queue import Queue
 from citeq.store import NewRequest, Store
 from infra.local import LocalStack
 from infra.local.context import LambdaContext
@@ -82,7 +81,7 @@ def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations:
     with LocalStack(max_concurrency=invocations, plan=None, latency="none") as stack:
         assert stack.emulator is not None
         Admin(stack.emulator.url).faults(latency_ms=300)
-        store, queue = Store(stack.table), Queue(stack.queue_url, dlq_url=stack.dlq_url)
+        store = Store(stack.table)
         text = "\n".join(json.dumps({"custom_id": f"q{n}", "question": QUESTION}) for n in range(1000))
         parsed = batch.parse(text, fmt="jsonl", default_assistant=ASSISTANT)
         submitted = time.perf_counter()
