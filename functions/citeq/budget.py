@@ -13,8 +13,9 @@ again. The item is rewritten whole under a version condition (optimistic concurr
 
 Self-correction: a 429 halves the effective limit (never below ``FLOOR`` of the plan), which then grows back by
 ``RECOVERY`` of the plan per minute (AIMD); a 403 pauses the assistant for ``PAUSE`` seconds, after which one
-request probes and a success resumes everyone. Estimates are the 90th percentile of the last ``SAMPLES``
-real prompt sizes (``DEFAULT_ESTIMATE`` before there are any).
+request probes and a success resumes everyone. Estimates are the mean of the last ``SAMPLES`` real prompt
+sizes (``DEFAULT_ESTIMATE`` before there are any); when a reserved slot comes, the window is checked again
+with the real sizes of the calls made meanwhile, and the request slips if it no longer fits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import bisect
 import itertools
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 60.0
 # Share of the plan's limit aimed at, so estimates that fall short rarely cross the real limit.
-SAFETY = 0.95
+SAFETY = 0.97
 FLOOR = 0.05
 RECOVERY = 0.10
 HORIZON = 300.0
@@ -49,6 +49,9 @@ PAUSE = 300.0
 SAMPLES = 32
 DEFAULT_ESTIMATE = 15_000
 CONFLICT_TRIES = 8
+# Seconds kept between planned slots: a put-off request starts up to this late (delays are whole seconds, and
+# the event source gathers a batch for up to its batching window) without sharing a window with the next.
+GUARD = 2.0
 
 
 @dataclass
@@ -56,6 +59,7 @@ class BudgetState:
     """One assistant's budget as stored."""
 
     limit: int
+    window: float = WINDOW
     version: int = 0
     slots: dict[str, list[float]] = field(default_factory=dict)  # request id -> [start, tokens]
     samples: list[int] = field(default_factory=list)
@@ -71,22 +75,23 @@ class BudgetState:
         ceiling = self.limit * SAFETY
         if self.cut_rate is None:
             return ceiling
-        return min(ceiling, self.cut_rate + (now - self.cut_at) / 60.0 * RECOVERY * self.limit)
+        return min(ceiling, self.cut_rate + (now - self.cut_at) / self.window * RECOVERY * self.limit)
 
     def estimate(self) -> int:
-        """Tokens to reserve for a call: the 90th percentile of recent real prompts."""
+        """Tokens to reserve for a call: the mean of recent real prompts. (A high percentile would waste the
+        budget: a waiting request's start is fixed when it is put off; calls that cost more than estimated
+        are caught when their slot comes, by checking the window again.)"""
         if not self.samples:
             return DEFAULT_ESTIMATE
-        ordered = sorted(self.samples)
-        return int(ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)])
+        return round(sum(self.samples) / len(self.samples))
 
     def prune(self, now: float) -> None:
         """Forget slots that have left every window."""
-        self.slots = {rid: slot for rid, slot in self.slots.items() if slot[0] > now - WINDOW}
+        self.slots = {rid: slot for rid, slot in self.slots.items() if slot[0] > now - self.window}
 
     def used(self, now: float) -> int:
-        """Tokens started in the last minute."""
-        return int(sum(n for t, n in self.slots.values() if now - WINDOW < t <= now))
+        """Tokens started in the last window (minute)."""
+        return int(sum(n for t, n in self.slots.values() if now - self.window < t <= now))
 
     def reserved_ahead(self, now: float) -> int:
         """Tokens reserved for calls that start later."""
@@ -112,13 +117,14 @@ class BudgetState:
         }
 
     @classmethod
-    def from_item(cls, item: dict[str, Any] | None, limit: int) -> BudgetState:
+    def from_item(cls, item: dict[str, Any] | None, limit: int, window: float = WINDOW) -> BudgetState:
         """From the DynamoDB item (a fresh budget when there is none)."""
         if not item:
-            return cls(limit=limit)
+            return cls(limit=limit, window=window)
         body = json.loads(item["state"]["S"])
         return cls(
             limit=limit,
+            window=window,
             version=int(item["version"]["N"]),
             slots={k: list(v) for k, v in body.get("slots", {}).items()},
             samples=[int(s) for s in body.get("samples", [])],
@@ -130,28 +136,47 @@ class BudgetState:
         )
 
 
-def earliest_start(slots: list[tuple[float, float]], cost: float, limit: float, now: float) -> float:
-    """The earliest start (>= ``now``) for a call of ``cost`` tokens such that no 60 s window holds more than
-    ``limit`` tokens, given the other calls' ``(start, tokens)``. A call is counted for the 60 s after its start."""
-    cost = min(cost, limit)  # a call larger than the limit can only ever run alone
-    ordered = sorted(slots)
-    starts = [t for t, _ in ordered]
-    totals = list(itertools.accumulate((n for _, n in ordered), initial=0.0))
+class Schedule:
+    """Calls' ``(start, tokens)``, each counted for ``window`` seconds after its start."""
 
-    def active(x: float) -> float:
-        """Tokens of the calls counted at instant ``x`` (started in (x - 60, x])."""
-        return totals[bisect.bisect_right(starts, x)] - totals[bisect.bisect_right(starts, x - WINDOW)]
+    def __init__(self, slots: list[tuple[float, float]], window: float) -> None:
+        ordered = sorted(slots)
+        self.window = window
+        self.starts = [t for t, _ in ordered]
+        self.totals = list(itertools.accumulate((n for _, n in ordered), initial=0.0))
 
-    def peak(start: float) -> float:
-        # The busiest instant of [start, start + 60) is ``start`` or a later call's start.
-        later = starts[bisect.bisect_right(starts, start) : bisect.bisect_left(starts, start + WINDOW)]
-        return max(active(x) for x in [start, *later])
+    def active(self, x: float) -> float:
+        """Tokens of the calls counted at instant ``x`` (started in (x - window, x])."""
+        right = bisect.bisect_right(self.starts, x)
+        return self.totals[right] - self.totals[bisect.bisect_right(self.starts, x - self.window)]
 
-    candidates = sorted({now} | {t + WINDOW for t in starts if t + WINDOW > now})
-    for candidate in candidates:
-        if peak(candidate) + cost <= limit + 1e-6:
-            return candidate
-    return candidates[-1]
+    def peak(self, start: float) -> float:
+        """The most tokens counted at any instant of [start, start + window)."""
+        # The busiest instant is ``start`` or a later call's start.
+        low = bisect.bisect_right(self.starts, start)
+        later = self.starts[low : bisect.bisect_left(self.starts, start + self.window)]
+        return max(self.active(x) for x in [start, *later])
+
+    def fits(self, start: float, cost: float, limit: float) -> bool:
+        """Whether a call of ``cost`` tokens may start at ``start`` without any window exceeding ``limit``."""
+        return self.peak(start) + min(cost, limit) <= limit + 1e-6
+
+    def earliest(self, cost: float, limit: float, now: float) -> float:
+        """The earliest start (>= ``now``) for a call of ``cost`` tokens (a call larger than the limit can only
+        ever run alone)."""
+        candidates = sorted({now} | {t + self.window for t in self.starts if t + self.window > now})
+        for candidate in candidates:
+            if self.fits(candidate, cost, limit):
+                return candidate
+        return candidates[-1]
+
+
+def earliest_start(
+    slots: list[tuple[float, float]], cost: float, limit: float, now: float, window: float = WINDOW
+) -> float:
+    """The earliest start (>= ``now``) for a call of ``cost`` tokens such that no window of ``window`` seconds
+    holds more than ``limit`` tokens, given the other calls' ``(start, tokens)``."""
+    return Schedule(slots, window).earliest(cost, limit, now)
 
 
 class TokenBudget:
@@ -162,12 +187,17 @@ class TokenBudget:
         store: Store,
         tokens_per_minute: int,
         *,
+        window: float = WINDOW,
+        pause: float = PAUSE,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.limit = tokens_per_minute
+        self.window = window
+        self.guard = min(GUARD, 0.1 * window)
+        self.pause_seconds = pause
         self.wall = wall
         self.rng = rng or random.Random()
         self.sleep = sleep
@@ -182,7 +212,7 @@ class TokenBudget:
             self.store.client, "dynamodb", "get_item", TableName=self.store.table, Key=self._key(assistant),
             ConsistentRead=True,
         )
-        return BudgetState.from_item(found.get("Item"), self.limit)
+        return BudgetState.from_item(found.get("Item"), self.limit, self.window)
 
     def _write(self, assistant: str, state: BudgetState) -> bool:
         """Store ``state`` if nobody changed the item since it was read; False on a conflict."""
@@ -228,19 +258,35 @@ class TokenBudget:
                     wait = state.paused_until + self.rng.uniform(0, 5)
                     outcome.append(Slot(wait, f"assistant paused: {state.pause_reason}"))
                     return None
-                state.paused_until = now + PAUSE  # this request probes; the others keep waiting
+                state.paused_until = now + self.pause_seconds  # this request probes; the others keep waiting
             held = state.slots.get(request_id)
-            if held is not None and held[0] <= now + 1.0:
-                outcome.append(Slot())
-                return True if state.paused_until is not None else None
             limit = state.effective(now)
             cost = state.estimate()
             others = [(t, n) for rid, (t, n) in state.slots.items() if rid != request_id]
-            start = earliest_start(others, cost, limit, now)
+            if held is not None and held[0] <= now + 1.0:
+                # Its slot has come. It goes before the slots planned after it: only calls already started
+                # count, at their real sizes where known. Too full still (calls cost more than estimated, or it
+                # is late): it slips to when enough of them have left the window, usually seconds.
+                started = Schedule([(t, n) for t, n in others if t <= now], self.window)
+                start = started.earliest(cost, limit, now)
+                state.slots[request_id] = [max(now, start), cost]
+                outcome.append(Slot() if start <= now + 0.5 else Slot(start, self._waiting(limit)))
+                return True
+            # Slots are planned a little apart (``guard``) so a call that starts a second or two late, as
+            # delayed messages do, still does not share a window with the next one.
+            start = Schedule(others, self.window + self.guard).earliest(cost, limit, now)
+            if start > now + 0.5 and not state.samples:
+                # No real prompt size known yet, so the estimate is a guess: plan nothing ahead, look again in a
+                # few seconds, when the first calls have told their size.
+                state.slots.pop(request_id, None)
+                wait = now + min(5.0, self.window / 4) + self.rng.uniform(0, 2)
+                outcome.append(Slot(wait, self._waiting(limit)))
+                return True if held is not None else None
             if start > now + HORIZON:
-                outcome.append(Slot(now + HORIZON + self.rng.uniform(0, 10), self._waiting(limit)))
-                return None
-            state.slots[request_id] = [round(start, 3), cost]
+                state.slots.pop(request_id, None)
+                outcome.append(Slot(now + HORIZON + self.rng.uniform(0, self.window / 6), self._waiting(limit)))
+                return True if held is not None else None
+            state.slots[request_id] = [start, cost]
             outcome.append(Slot() if start <= now + 0.5 else Slot(start, self._waiting(limit)))
             return True
 
@@ -288,9 +334,11 @@ class TokenBudget:
             state.slots.pop(request_id, None)
             others = [(t, n) for t, n in state.slots.values()]
             not_before = now + (retry_after or 0.0)
-            start = max(not_before, earliest_start(others, state.estimate(), state.cut_rate, not_before))
+            estimate = state.estimate()
+            planned = Schedule(others, self.window + self.guard).earliest(estimate, state.cut_rate, not_before)
+            start = max(not_before, planned)
             start = min(start, now + HORIZON)
-            state.slots[request_id] = [round(start, 3), state.estimate()]
+            state.slots[request_id] = [start, estimate]
             return start, f"rate limited (429): pacing cut to {state.cut_rate:,.0f} input tokens/min"
 
         try:
@@ -300,10 +348,10 @@ class TokenBudget:
         return result
 
     def pause(self, assistant: str, request_id: str, reason: str) -> tuple[float, str]:
-        """A 403 (quota): pause the assistant; one request probes after ``PAUSE`` seconds."""
+        """A 403 (quota): pause the assistant; one request probes after the pause."""
 
         def change(state: BudgetState, now: float) -> tuple[float, str]:
-            state.paused_until = now + PAUSE
+            state.paused_until = now + self.pause_seconds
             state.pause_reason = f"quota answer (403): {reason}"
             state.slots.pop(request_id, None)
             return state.paused_until, f"assistant paused: {state.pause_reason}"
@@ -311,7 +359,7 @@ class TokenBudget:
         try:
             result: tuple[float, str] = self._update(assistant, change)
         except StoreError:
-            return self.wall() + PAUSE, f"assistant paused: quota answer (403): {reason}"
+            return self.wall() + self.pause_seconds, f"assistant paused: quota answer (403): {reason}"
         until, why = result
         return until + self.rng.uniform(0, 5), why
 

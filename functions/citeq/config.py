@@ -40,6 +40,8 @@ CALLBACK_QUEUE_URL = "CITEQ_CALLBACK_QUEUE_URL"
 MAX_RECEIVES = "CITEQ_MAX_RECEIVES"
 WORKER_CONCURRENCY = "CITEQ_WORKER_CONCURRENCY"
 TOKENS_PER_MINUTE = "CITEQ_TOKENS_PER_MINUTE"
+TOKEN_WINDOW_SECONDS = "CITEQ_TOKEN_WINDOW_SECONDS"
+QUOTA_PROBE_SECONDS = "CITEQ_QUOTA_PROBE_SECONDS"
 # Chat input tokens per minute by plan (Pinecone's rate-limit page, current; shared/reference §7.2).
 PLANS = {"starter": 100_000, "standard": 300_000, "enterprise": 1_000_000}
 
@@ -122,6 +124,10 @@ class Settings:
     worker_concurrency: int = 10
     # The plan's chat input tokens per minute (a number or a plan name); None: calls are not paced.
     tokens_per_minute: int | None = None
+    # The span the service counts tokens over (a minute); shorter only to test pacing quickly.
+    token_window_seconds: float = 60.0
+    # How long an assistant stays paused after a quota answer (403) before one request probes it.
+    quota_probe_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -170,6 +176,8 @@ class Settings:
             "max_receives": number(MAX_RECEIVES, int, cls.max_receives),
             "worker_concurrency": number(WORKER_CONCURRENCY, int, cls.worker_concurrency),
             "tokens_per_minute": tokens_per_minute(text(TOKENS_PER_MINUTE)),
+            "token_window_seconds": number(TOKEN_WINDOW_SECONDS, float, cls.token_window_seconds),
+            "quota_probe_seconds": number(QUOTA_PROBE_SECONDS, float, cls.quota_probe_seconds),
             "callback_allow_hosts": tuple(
                 h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
             ),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,9 @@ def owed(record: dict[str, Any], now: float) -> Owed | None:
         if token is None or token == _s(old, "dispatch"):
             return None
         item = RequestItem.from_item(new)
-        delay = 0 if item.not_before is None else round(item.not_before - now + 0.5)
+        # Whole seconds, rounded down: a message due at not_before may arrive up to a second early (the claim
+        # allows that), never late.
+        delay = 0 if item.not_before is None else math.floor(item.not_before - now)
         return Owed("request", item.request_id, message_body(item), min(MAX_DELAY, max(0, delay)))
     if status in CALLBACK_STATUSES and "callback" in new and _s(old, "status") != status:
         item = RequestItem.from_item(new)

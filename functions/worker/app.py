@@ -57,7 +57,12 @@ def build(settings: Settings | None = None, *, recorder: Recorder | None = None)
     if settings.tokens_per_minute:
         from citeq.budget import TokenBudget
 
-        pacer = TokenBudget(store, settings.tokens_per_minute)
+        pacer = TokenBudget(
+            store,
+            settings.tokens_per_minute,
+            window=settings.token_window_seconds,
+            pause=settings.quota_probe_seconds,
+        )
     return Worker(
         store,
         AssistantClient(settings, policy=policy),

@@ -100,6 +100,8 @@ class PlanConfig:
     quota_input_tokens: int | None = None
     quota_output_tokens: int | None = None
     context_tokens: tuple[int, int] | None = REALISTIC_CONTEXT_TOKENS
+    # The service counts a minute; tests of pacing may shorten the window (the limit then applies per window).
+    window_seconds: float = WINDOW_SECONDS
 
     @classmethod
     def of(
@@ -128,19 +130,32 @@ class PlanConfig:
 
     def updated(self, values: Mapping[str, Any]) -> PlanConfig:
         """This config changed by admin JSON; naming ``plan`` starts from that plan's limits."""
-        known = {"plan", "tokens_per_minute", "quota_input_tokens", "quota_output_tokens", "context_tokens"}
+        known = {
+            "plan",
+            "tokens_per_minute",
+            "quota_input_tokens",
+            "quota_output_tokens",
+            "context_tokens",
+            "window_seconds",
+        }
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown plan settings: {', '.join(sorted(unknown))}")
+        changes: dict[str, Any] = {}
+        if "window_seconds" in values:
+            window = values["window_seconds"]
+            if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
+                raise ValueError("window_seconds must be a positive number")
+            changes["window_seconds"] = float(window)
         if "plan" in values:
-            return PlanConfig.of(
+            named = PlanConfig.of(
                 values["plan"],
                 tokens_per_minute=values.get("tokens_per_minute"),
                 quota_input_tokens=values.get("quota_input_tokens"),
                 quota_output_tokens=values.get("quota_output_tokens"),
                 context_tokens=values.get("context_tokens", self.context_tokens),
             )
-        changes: dict[str, Any] = {}
+            return replace(named, **changes)
         for name in ("tokens_per_minute", "quota_input_tokens", "quota_output_tokens"):
             if name in values:
                 changes[name] = _limit(values[name], name)
@@ -223,7 +238,7 @@ class PlanMeter:
         return low + digest % (high - low + 1)
 
     def _window_tokens(self, now: float) -> int:
-        while self._window and self._window[0][0] <= now - WINDOW_SECONDS:
+        while self._window and self._window[0][0] <= now - self.config.window_seconds:
             self._window.popleft()
         return sum(tokens for _, tokens in self._window)
 
@@ -265,7 +280,6 @@ class PlanMeter:
                 config["context_tokens"] = list(self.config.context_tokens)
             return {
                 **config,
-                "window_seconds": WINDOW_SECONDS,
                 "window_tokens": self._window_tokens(self.clock()),
                 "usage": asdict(self._total),
                 "assistants": {name: asdict(u) for name, u in sorted(self._by_assistant.items())},
