@@ -91,7 +91,8 @@ def messages_for(
         raise ValidationError("messages must not be empty")
     for item in items:
         item.setdefault("role", "user")
-        if item["role"] not in ("user", "assistant", "system"):
+        # The service takes exactly user and assistant (pinecone 10.2.0's Message docstring; issue 12).
+        if item["role"] not in ("user", "assistant"):
             raise ValidationError(f"message role must be user or assistant, got {item['role']!r}")
         content = item.get("content")
         if not isinstance(content, str) or not content.strip():

@@ -14,22 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Requested model -> the dated model the service reports. Claude 3.x names are routed to their successor.
+# Requested model -> the dated model the service reports, for every name some API version lists (which
+# version takes which name is ``versions.models``). Claude 3.x names are routed to their successor (docs).
 MODELS = {
     "gpt-4o": "gpt-4o-2024-11-20",
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
     "gpt-4.1": "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-    "gpt-5": "gpt-5-2025-08-07",
-    "o3-mini": "o3-mini-2025-01-31",
     "o4-mini": "o4-mini-2025-04-16",
-    "claude-sonnet-4": "claude-sonnet-4-20250514",
+    "gpt-5": "gpt-5-2025-08-07",
     "claude-sonnet-4-5": "claude-sonnet-4-5-20250929",
     "claude-3-5-sonnet": "claude-sonnet-4-5-20250929",
     "claude-3-7-sonnet": "claude-sonnet-4-5-20250929",
     "gemini-2.5-pro": "gemini-2.5-pro",
-    "gemini-2.5-flash": "gemini-2.5-flash",
 }
 DEFAULT_MODEL = "gpt-4o"
 NO_ANSWER = "I could not find information about that in the files available to this assistant."

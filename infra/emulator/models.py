@@ -39,7 +39,8 @@ MIME = {
     "json": "application/json",
     "doc_x": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-ROLES = frozenset({"user", "assistant", "system"})
+# The backend takes exactly these, case-sensitively (pinecone 10.2.0 ``Message`` docstring quotes its 400s).
+ROLES = frozenset({"user", "assistant"})
 TOP_CHUNKS = 8
 
 
@@ -422,8 +423,10 @@ class Backend:
             if not isinstance(message, Mapping):
                 raise InvalidArgument("Each message must be an object with role and content")
             role = message.get("role", "user")
+            if role == "":
+                raise InvalidArgument("Role cannot be empty")
             if role not in ROLES:
-                raise InvalidArgument(f"Invalid role '{role}': must be 'user' or 'assistant'")
+                raise InvalidArgument(f"Role '{role}' is not valid")
             content = message.get("content")
             if not isinstance(content, str) or not content.strip():
                 raise InvalidArgument("Message content cannot be empty")
@@ -439,8 +442,8 @@ class Backend:
         if model is None:
             model = answers.DEFAULT_MODEL
         if not isinstance(model, str) or model not in answers.MODELS:
-            supported = ", ".join(sorted(answers.MODELS))
-            raise InvalidArgument(f"Invalid model '{model}': the model name is invalid. Supported models: {supported}")
+            supported = ", ".join(answers.MODELS)
+            raise InvalidArgument(f"Invalid model `{model}`. Expected one of: {supported}.")
         return answers.MODELS[model]
 
     def _searchable(self, record: AssistantRecord, filter_: Any, now: float) -> set[str] | None:

@@ -11,11 +11,9 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import unquote
 
-from infra.emulator import answers
+from infra.emulator import answers, versions
 from infra.emulator.exceptions import InvalidArgument
 from infra.emulator.models import Backend
-
-API_VERSION_WITH_OPERATIONS = "2026-04"
 
 
 @dataclass
@@ -46,8 +44,8 @@ class Request:
 
     @property
     def api_version(self) -> str:
-        """The requested API version; absent means the oldest supported one."""
-        return self.headers.get("x-pinecone-api-version", "2025-01")
+        """The requested API version (absent: the oldest supported one); 400 for an unknown one."""
+        return versions.resolve(self.headers.get("x-pinecone-api-version"))
 
 
 @dataclass
@@ -63,8 +61,14 @@ class Response:
 Handler = Callable[[Backend, Request], Response]
 
 
+def call(handler: Handler, backend: Backend, request: Request) -> Response:
+    """Run one operation; every route first checks the API version, as the service's router does."""
+    _ = request.api_version
+    return handler(backend, request)
+
+
 def _new_api(request: Request) -> bool:
-    return request.api_version >= API_VERSION_WITH_OPERATIONS
+    return versions.has_operations(request.api_version)
 
 
 # --------------------------------------------------------------------------- control plane
@@ -187,11 +191,14 @@ def list_operations(backend: Backend, request: Request) -> Response:
 
 
 # --------------------------------------------------------------------------- chat
-def _answer(backend: Backend, request: Request) -> tuple[answers.Answer, dict[str, Any]]:
+def _answer(backend: Backend, request: Request, route: str) -> tuple[answers.Answer, dict[str, Any]]:
     body = request.json()
     stream = body.get("stream", False)
     if stream not in (True, False, "true", "false"):
         raise InvalidArgument("stream must be a boolean")
+    model = body.get("model")
+    if model is not None:
+        versions.check_model(str(model), request.api_version, route)
     answer = backend.answer(
         request.params["name"], body.get("messages"), body.get("model"), body.get("filter"), body.get("temperature")
     )
@@ -203,7 +210,7 @@ def _streaming(body: dict[str, Any]) -> bool:
 
 
 def chat_completions(backend: Backend, request: Request) -> Response:
-    answer, body = _answer(backend, request)
+    answer, body = _answer(backend, request, "chat_completions")
     answer = answers.repeated(answer, request.answer_repeat)
     if _streaming(body):
         chunks = answers.completion_chunks(answer, backend.citation_style, request.stream_chunk_chars)
@@ -212,7 +219,7 @@ def chat_completions(backend: Backend, request: Request) -> Response:
 
 
 def chat(backend: Backend, request: Request) -> Response:
-    answer, body = _answer(backend, request)
+    answer, body = _answer(backend, request, "chat")
     highlights = bool(body.get("include_highlights", False))
     if _streaming(body):
         if body.get("json_response"):

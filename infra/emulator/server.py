@@ -179,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         if decision.status is not None:
             return self._send_error(InjectedError(decision.status, retry_after=decision.retry_after))
         try:
-            response = handler(self.server.backend, request)
+            response = responses.call(handler, self.server.backend, request)
         except EmulatorError as exc:
             return self._send_error(exc)
         if response.events is not None:
