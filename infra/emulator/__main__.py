@@ -69,7 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=os.environ.get("PINECONE_API_KEY", DEFAULT_API_KEY))
     parser.add_argument("--state-dir", default=os.environ.get("EMULATOR_STATE_DIR"))
     parser.add_argument("--processing-seconds", type=float, default=0.0)
-    parser.add_argument("--citation-style", choices=("pp", "p"), default="pp")
+    parser.add_argument(
+        "--wire",
+        choices=("2024", "2025", "current"),
+        default=os.environ.get("EMULATOR_WIRE", "current"),
+        help="which of the service's known wire variants to send (markers, References, stream framing)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process is gone")
     plan = parser.add_argument_group("plan", "the service's token limits (0 means unlimited)")
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     backend = Backend(
         processing_seconds=args.processing_seconds,
-        citation_style=args.citation_style,
+        wire=args.wire,
         state_dir=args.state_dir,
         plan=plan_config(args),
     )

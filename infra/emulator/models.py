@@ -142,7 +142,7 @@ class Backend:
         base_url: str = "http://127.0.0.1",
         clock: Callable[[], float] = time.time,
         processing_seconds: float = 0.0,
-        citation_style: str = "pp",
+        wire: str = "current",
         state_dir: str | os.PathLike[str] | None = None,
         id_source: Callable[[], str] = lambda: secrets.token_hex(8),
         plan: PlanConfig | None = None,
@@ -152,7 +152,9 @@ class Backend:
         # Token limits and prompt-token accounting; no limit unless a plan is given (plan.py).
         self.plan = PlanMeter(plan or PlanConfig(), clock=clock)
         self.processing_seconds = processing_seconds
-        self.citation_style = citation_style
+        if wire not in answers.WIRES:
+            raise ValueError(f"unknown wire variant {wire!r}: one of {', '.join(answers.WIRES)}")
+        self.wire = answers.WIRES[wire]
         self.state_dir = Path(state_dir) if state_dir else None
         self._id_source = id_source
         self._signing_key = secrets.token_bytes(32)

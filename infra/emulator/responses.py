@@ -56,6 +56,8 @@ class Response:
     body: Any = None
     events: Iterator[dict[str, Any] | str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # How each SSE payload is introduced (``data:`` with or without a space; the server's default if None).
+    sse_prefix: bytes | None = None
 
 
 Handler = Callable[[Backend, Request], Response]
@@ -213,9 +215,9 @@ def chat_completions(backend: Backend, request: Request) -> Response:
     answer, body = _answer(backend, request, "chat_completions")
     answer = answers.repeated(answer, request.answer_repeat)
     if _streaming(body):
-        chunks = answers.completion_chunks(answer, backend.citation_style, request.stream_chunk_chars)
-        return Response(200, events=chunks)
-    return Response(200, answers.completion_body(answer, backend.citation_style))
+        chunks = answers.completion_chunks(answer, backend.wire, request.stream_chunk_chars)
+        return Response(200, events=chunks, sse_prefix=backend.wire.sse_prefix)
+    return Response(200, answers.completion_body(answer, backend.wire))
 
 
 def chat(backend: Backend, request: Request) -> Response:

@@ -239,8 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         assert response.events is not None
         # The standard chat stream writes ``data:{...}`` with no space (as the service's docs show); the
-        # OpenAI-compatible one ``data: {...}``. Clients must accept both.
-        prefix = b"data: " if urlsplit(self.path).path.endswith("/chat/completions") else b"data:"
+        # OpenAI-compatible one says how (``data: {...}``, or ``data:{...}`` in the 2024 wire). Clients must
+        # accept both.
+        prefix = response.sse_prefix or b"data:"
         # The service sends the headers, then nothing (no keepalive) until the model's first token.
         if config.first_token_ms:
             time.sleep(config.first_token_ms / 1000)
