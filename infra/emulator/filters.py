@@ -88,7 +88,7 @@ def _field_matches(value: Any, clause: Any) -> bool:
     for op, operand in clause.items():
         if op == "$not":
             if not isinstance(operand, Mapping) or not operand:
-                raise InvalidArgument("Operator $not requires an object of operators, e.g. {\"$not\": {\"$eq\": 1}}")
+                raise InvalidArgument('Operator $not requires an object of operators, e.g. {"$not": {"$eq": 1}}')
             if any(not str(key).startswith("$") for key in operand):
                 raise InvalidArgument("Operator $not takes operators, not field names")
             ok = not _field_matches(value, operand) and ok
