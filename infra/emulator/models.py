@@ -196,8 +196,7 @@ class Backend:
         return record
 
     def check_region(self, name: str, region: str) -> None:
-        """404 with the service's text when a data-plane call reaches the host of another region (the
-        python-sdk issue 427: an EU assistant asked through the US host)."""
+        """404 with the service's text for a data-plane call at another region's host (python-sdk issue 427)."""
         with self._lock:
             record = self._assistants.get(name)
         if record is not None and record.region != region:
@@ -399,9 +398,9 @@ class Backend:
         return file
 
     def delete_file(self, name: str, file_id: str) -> Operation | None:
-        """Start deleting a file: it reads Deleting for the processing delay, then is gone (the operation
-        returned). A file that failed processing, or one already being deleted, goes at once: None (the
-        service's 204, per the 2026-07 conformance tests citing the backend's delete outcomes)."""
+        """Start deleting a file (Deleting for the processing delay, then gone); None when it went at once."""
+        # A file that failed processing, or one already being deleted, goes at once: the service's 204 (the
+        # 2026-07 conformance tests cite the backend's Immediate / AlreadyDeleted outcomes).
         with self._lock:
             record = self._assistant(name)
             file = self.get_file(name, file_id)

@@ -80,8 +80,7 @@ class EmulatorProcess:
         return self
 
     def wait_until_available(self, timeout: float = 120.0, interval: float = 0.25) -> int:
-        """Wait until every file of the assistant is Available (what a client must do before chatting);
-        returns how many there are. Raises TimeoutError, or RuntimeError if one failed to process."""
+        """Wait until every file of the assistant is Available (as a client must before chatting); their count."""
         deadline = time.monotonic() + timeout
         url = f"{self.url}/assistant/files/{self.assistant}"
         with requests.Session() as http:

@@ -79,8 +79,7 @@ OPERATION_STATUSES = ("Processing", "Completed", "Failed")
 
 
 def call(handler: Handler, backend: Backend, request: Request) -> Response:
-    """Run one operation: every route first checks the API version, as the service's router does, and a data-plane
-    route must be asked at the host of the assistant's region."""
+    """Run one operation, after the checks the service's routers make first: API version, then region host."""
     _ = request.api_version
     name = request.params.get("name")
     if name is not None and request.path.startswith(_DATA_PLANE):

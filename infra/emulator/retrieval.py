@@ -333,8 +333,7 @@ RELEVANT_SHARE = 0.6
 
 
 def pick_sentences(index: Index, query_terms: list[str], hits: list[Hit], limit: int = 3) -> list[Pick]:
-    """Choose up to ``limit`` distinct sentences that best cover the query, best first; sentences that bear on
-    the question much less than the best one are left out."""
+    """Up to ``limit`` distinct sentences that best cover the query, best first, none far weaker than the best."""
     weights = {t: index.idf(t) for t in dict.fromkeys(query_terms)}
     candidates: list[tuple[float, int, int, Pick]] = []
     for rank, hit in enumerate(hits):
