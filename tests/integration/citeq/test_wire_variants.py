@@ -101,6 +101,25 @@ def test_wire_emulator_sends_the_variant_it_names(upstream: EmulatorServer, wire
     assert ('"content": "\\n\\nReferences:\\n"' in uncited) is (wire == "2024")
 
 
+def test_openai_sdk_straight_at_the_upstream_breaks_on_the_2024_finish_chunk(
+    upstream: EmulatorServer, wire: str
+) -> None:
+    # Why the relay rewrites a null delta: read directly, the 2024 finish chunk breaks the usual idiom.
+    client = OpenAI(api_key=upstream.api_key, base_url=f"{upstream.url}/assistant/chat/{ASSISTANT}", max_retries=0)
+
+    def read() -> str:
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": CITED}], stream=True
+        )
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    if wire == "2024":
+        with pytest.raises(AttributeError):
+            read()
+    else:
+        assert read().startswith(FIRST_SENTENCE[:-1])
+
+
 def test_client_default_and_stream_give_the_same_clean_answer_on_every_wire(upstream: EmulatorServer) -> None:
     client = AssistantClient(_settings(upstream))
     for question in (CITED, UNCITED):
