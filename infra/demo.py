@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 from openai import OpenAI
@@ -22,6 +23,8 @@ from citeq.models import Answer
 from infra.local import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
+# Short enough to keep the demo quick, long enough that a chat before the files are ready would fail.
+DEMO_PROCESSING_SECONDS = 3.0
 QUESTIONS = [
     "What does a request over the rate limit receive?",
     "How many days of paid time off do employees accrue?",
@@ -82,7 +85,6 @@ def streaming_and_webhook(stack: LocalStack) -> None:
     """Section 3: one answer streamed live through the stream app; one signed webhook with a callback."""
     import json
     import threading
-    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import requests
@@ -156,7 +158,10 @@ def streaming_and_webhook(stack: LocalStack) -> None:
 
 def main() -> int:
     """Run the demo; returns the exit code."""
-    with LocalStack() as stack:
+    # Files take time to process, as on the service: the stack waits until they are Available.
+    started = time.monotonic()
+    with LocalStack(processing_seconds=DEMO_PROCESSING_SECONDS) as stack:
+        print(f"(the assistant's files were Available {time.monotonic() - started:.1f} s after the start)")
         print(f"local stack: moto on {stack.endpoint}, emulator on {stack.emulator.url if stack.emulator else '?'}")
         limit = stack.plan.tokens_per_minute
         print(

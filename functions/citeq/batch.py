@@ -157,8 +157,8 @@ def validate_item(number: int, record: Any, default_assistant: str | None) -> It
         ):
             raise ValidationError("every message needs non-empty string content")
         role = message.get("role", "user")
-        if role not in ("user", "assistant", "system") or set(message) - {"role", "content"}:
-            raise ValidationError("messages hold only role (user, assistant or system) and content")
+        if role not in ("user", "assistant") or set(message) - {"role", "content"}:
+            raise ValidationError("messages hold only role (user or assistant) and content")
         clean.append({"role": role, "content": message["content"]})
     if clean[-1]["role"] != "user" and not any(m["role"] == "user" for m in clean):
         raise ValidationError("messages need at least one user message")

@@ -105,7 +105,11 @@ def _file(name: str, url: str) -> FileRef:
 
 
 def _reference_list(tail: str) -> dict[int, FileRef] | None:
-    """The numbered files of a References list, or None if ``tail`` is not one."""
+    """The numbered files of a References list, or None if ``tail`` is not one.
+
+    An empty list is one: the service has ended answers without citations in a bare ``References:``
+    header (a 2024 stream capture, issue 12), and that trailer is no part of the answer's text.
+    """
     files: dict[int, FileRef] = {}
     for line in tail.splitlines():
         if not line.strip():
@@ -114,7 +118,7 @@ def _reference_list(tail: str) -> dict[int, FileRef] | None:
         if not found:
             return None
         files.setdefault(int(found["n"]), _file(found["name"], found["url"]))
-    return files or None
+    return files
 
 
 def split_references(content: str) -> tuple[str, dict[int, FileRef]]:

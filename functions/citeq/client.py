@@ -77,7 +77,10 @@ class StreamChunk(NamedTuple):
     content: str | None = None
     finish_reason: str | None = None
     usage: UsageDict | None = None
-    raw: str | None = None  # the event's data as received (what a proxy relays)
+    # What a proxy relays: the event's data as received, except that a null ``delta`` becomes ``{}`` (the
+    # service has sent ``"delta": null`` on the finish chunk, which breaks ``chunk.choices[0].delta.content``
+    # in openai-SDK clients; issue 12).
+    raw: str | None = None
 
 
 def messages_for(
@@ -91,7 +94,8 @@ def messages_for(
         raise ValidationError("messages must not be empty")
     for item in items:
         item.setdefault("role", "user")
-        if item["role"] not in ("user", "assistant", "system"):
+        # The service takes exactly user and assistant (pinecone 10.2.0's Message docstring; issue 12).
+        if item["role"] not in ("user", "assistant"):
             raise ValidationError(f"message role must be user or assistant, got {item['role']!r}")
         content = item.get("content")
         if not isinstance(content, str) or not content.strip():
@@ -370,6 +374,10 @@ def parse_chunk(data: str) -> StreamChunk | None:
         choices = payload.get("choices") or []
         choice = choices[0] if choices else {}
         delta = choice.get("delta") or {}
+        if any(c.get("delta") is None for c in choices):
+            for each in choices:
+                each["delta"] = each.get("delta") or {}
+            data = json.dumps(payload)
         return StreamChunk(
             id=payload.get("id"),
             model=payload.get("model"),

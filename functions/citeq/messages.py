@@ -36,7 +36,7 @@ class Message(BaseModel):
     """One chat message."""
 
     model_config = ConfigDict(extra="forbid")
-    role: Literal["user", "assistant", "system"] = "user"
+    role: Literal["user", "assistant"] = "user"
     content: str = Field(min_length=1)
 
     @field_validator("content")

@@ -2,9 +2,11 @@
 
 Routes:
     POST /assistant/chat/{name}/chat/completions   the assistant's own format, proxied; the Pinecone key stays
-                                                   here. Streams relay each upstream chunk as it arrives, then
-                                                   one more chunk (``choices: []``) whose ``citeq`` field holds
-                                                   the structured answer; default responses carry it too.
+                                                   here. Streams relay each upstream chunk as it arrives (in
+                                                   the shape the openai SDK parses: a ``"delta": null`` the
+                                                   service has sent goes out as ``{}``), then one more chunk
+                                                   (``choices: []``) whose ``citeq`` field holds the structured
+                                                   answer; default responses carry it too.
     GET  /assistant/assistants/{name}              describe, naming this app as the data-plane host (SDKs)
     POST /v1/requests                              enqueue one question -> 202 {"request_id"}
     GET  /v1/requests/{id}                         the stored result or its status

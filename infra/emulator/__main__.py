@@ -19,7 +19,7 @@ from dataclasses import fields
 from typing import Any
 
 from infra.emulator.faults import FaultConfig
-from infra.emulator.models import Backend
+from infra.emulator.models import REALISTIC_PROCESSING_SECONDS, Backend
 from infra.emulator.plan import PLANS, PlanConfig
 from infra.emulator.server import DEFAULT_API_KEY, EmulatorServer
 from infra.lifetime import exit_with_parent
@@ -64,12 +64,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m infra.emulator", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("EMULATOR_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "0")))
+    parser.add_argument(
+        "--eu-port",
+        type=int,
+        default=int(os.environ.get("EMULATOR_EU_PORT", "0")),
+        help="port of the eu region's data-plane host (0: a free one)",
+    )
     parser.add_argument("--docs", help="directory whose files are uploaded to the assistant at start")
     parser.add_argument("--assistant", default=os.environ.get("CITEQ_ASSISTANT", "citeq-demo"))
     parser.add_argument("--api-key", default=os.environ.get("PINECONE_API_KEY", DEFAULT_API_KEY))
     parser.add_argument("--state-dir", default=os.environ.get("EMULATOR_STATE_DIR"))
-    parser.add_argument("--processing-seconds", type=float, default=0.0)
-    parser.add_argument("--citation-style", choices=("pp", "p"), default="pp")
+    parser.add_argument(
+        "--processing-seconds",
+        type=float,
+        default=float(os.environ.get("EMULATOR_PROCESSING_SECONDS", REALISTIC_PROCESSING_SECONDS)),
+        help="seconds an upload stays Processing before it is Available (0: at once)",
+    )
+    parser.add_argument(
+        "--wire",
+        choices=("2024", "2025", "current"),
+        default=os.environ.get("EMULATOR_WIRE", "current"),
+        help="which of the service's known wire variants to send (markers, References, stream framing)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process is gone")
     plan = parser.add_argument_group("plan", "the service's token limits (0 means unlimited)")
@@ -131,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     backend = Backend(
         processing_seconds=args.processing_seconds,
-        citation_style=args.citation_style,
+        wire=args.wire,
         state_dir=args.state_dir,
         plan=plan_config(args),
     )
-    server = EmulatorServer(backend, host=args.host, port=args.port, api_key=args.api_key, faults=fault_config(args))
+    server = EmulatorServer(
+        backend, host=args.host, port=args.port, api_key=args.api_key, faults=fault_config(args), eu_port=args.eu_port
+    )
     if args.docs:
         loaded = backend.load_directory(args.assistant, args.docs)
         print(f"loaded {len(loaded)} files into assistant {args.assistant!r}", file=sys.stderr)
@@ -146,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_with_parent(stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
+    print(f"eu region data plane: {server.eu_url}", file=sys.stderr)
     print(server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()

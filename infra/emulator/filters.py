@@ -1,7 +1,13 @@
 """The service's metadata filter language, evaluated against a file's metadata.
 
 Fields are implicitly ANDed; ``$and``/``$or`` combine clauses; per field: ``$eq $ne $gt $gte $lt $lte
-$in $nin $exists``; a bare value means ``$eq``; a list-valued field matches if any element matches.
+$in $nin $exists`` and ``$not`` (``{"genre": {"$not": {"$eq": "drama"}}}``, the operators inside it negated);
+a bare value means ``$eq``; a list-valued field matches if any element matches.
+
+The service's docs (guides/assistant/file-metadata) call a bare list (``{"genre": ["a", "b"]}``) and a
+list-valued ``$eq`` invalid queries: they are 400s here, never a filter that silently matches nothing
+(issue 12). The same goes for a list operand of ``$ne``/``$gt``/``$gte``/``$lt``/``$lte`` and for an object
+where a scalar is expected (assumed: the docs allow only strings, numbers and booleans there).
 """
 
 from __future__ import annotations
@@ -73,10 +79,20 @@ def matches(expr: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
 
 def _field_matches(value: Any, clause: Any) -> bool:
     if not isinstance(clause, Mapping):
+        if isinstance(clause, list):
+            raise InvalidArgument("Invalid filter: a list is not a value; use $in to match any of several values")
         clause = {"$eq": clause}
+    if not clause:
+        raise InvalidArgument("Invalid filter: an empty operator object")
     ok = True
     for op, operand in clause.items():
-        if op == "$exists":
+        if op == "$not":
+            if not isinstance(operand, Mapping) or not operand:
+                raise InvalidArgument('Operator $not requires an object of operators, e.g. {"$not": {"$eq": 1}}')
+            if any(not str(key).startswith("$") for key in operand):
+                raise InvalidArgument("Operator $not takes operators, not field names")
+            ok = not _field_matches(value, operand) and ok
+        elif op == "$exists":
             if not isinstance(operand, bool):
                 raise InvalidArgument("Operator $exists requires a boolean")
             ok = ok and ((value is not _MISSING) == operand)
@@ -92,6 +108,10 @@ def _field_matches(value: Any, clause: Any) -> bool:
 
 
 def _check_operand(op: str, operand: Any) -> None:
+    if op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte") and isinstance(operand, list | Mapping):
+        raise InvalidArgument(f"Operator {op} requires a single value, not a list or object")
+    if op in ("$in", "$nin") and isinstance(operand, list) and any(isinstance(v, list | Mapping) for v in operand):
+        raise InvalidArgument(f"Operator {op} requires a list of values")
     if op in ("$gt", "$gte", "$lt", "$lte") and not _is_number(operand):
         raise InvalidArgument(f"Operator {op} requires a number")
     if op in ("$in", "$nin") and not isinstance(operand, list):

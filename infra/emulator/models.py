@@ -39,7 +39,12 @@ MIME = {
     "json": "application/json",
     "doc_x": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-ROLES = frozenset({"user", "assistant", "system"})
+# The backend takes exactly these, case-sensitively (pinecone 10.2.0 ``Message`` docstring quotes its 400s).
+# How long an upload stays Processing when the emulator runs as a program (``python -m infra.emulator``, the
+# local stack, the demo). The service takes seconds for a small text file and minutes for a large PDF (SDKs poll
+# every 5 s); one fixed delay per file is assumed here. Embedded emulators (tests) default to 0.
+REALISTIC_PROCESSING_SECONDS = 5.0
+ROLES = frozenset({"user", "assistant"})
 TOP_CHUNKS = 8
 
 
@@ -63,17 +68,21 @@ class FileRecord:
     crc32: str
     pages: list[Page] = field(default_factory=list)
     error_message: str | None = None
+    # Set by a delete that runs as an operation: the file reads Deleting until then, and is gone after.
+    gone_at: float | None = None
 
     def status(self, now: float) -> str:
-        """Processing until ``ready_at``, then Available or ProcessingFailed."""
+        """Processing until ``ready_at``, then Available or ProcessingFailed; Deleting once a delete started."""
+        if self.gone_at is not None:
+            return "Deleting"
         if now < self.ready_at:
             return "Processing"
         return "ProcessingFailed" if self.error_message else "Available"
 
-    def wire(self, now: float, signed_url: str | None = None) -> dict[str, Any]:
-        """The file object."""
+    def wire(self, now: float, signed_url: str | None = None, *, new_api: bool = False) -> dict[str, Any]:
+        """The file object; 2026-04 and later removed ``percent_done`` and ``error_message`` (OAS 2026-04)."""
         status = self.status(now)
-        return {
+        body = {
             "name": self.name,
             "id": self.id,
             "metadata": self.metadata,
@@ -87,6 +96,9 @@ class FileRecord:
             "multimodal": self.multimodal,
             "crc32c_hash": self.crc32,
         }
+        if new_api:
+            del body["percent_done"], body["error_message"]
+        return body
 
 
 @dataclass
@@ -100,10 +112,16 @@ class Operation:
     done_at: float
     failed: str | None = None
 
+    def status(self, now: float) -> str:
+        """Processing, then Completed or Failed."""
+        if now < self.done_at:
+            return "Processing"
+        return "Failed" if self.failed else "Completed"
+
     def wire(self, now: float) -> dict[str, Any]:
         """The operation object."""
-        done = now >= self.done_at
-        status = "Processing" if not done else ("Failed" if self.failed else "Completed")
+        status = self.status(now)
+        done = status != "Processing"
         return {
             "id": self.id,
             "operation_type": self.operation_type,
@@ -113,6 +131,8 @@ class Operation:
             "completed_on": iso(self.done_at) if done else None,
             "percent_complete": 100 if done else 50,
             "error_message": self.failed if done else None,
+            # Billing units of a finished upload are not modelled (assumed: None, as for a failed one).
+            "ingestion_units": None,
         }
 
 
@@ -141,17 +161,21 @@ class Backend:
         base_url: str = "http://127.0.0.1",
         clock: Callable[[], float] = time.time,
         processing_seconds: float = 0.0,
-        citation_style: str = "pp",
+        wire: str = "current",
         state_dir: str | os.PathLike[str] | None = None,
         id_source: Callable[[], str] = lambda: secrets.token_hex(8),
         plan: PlanConfig | None = None,
     ) -> None:
         self.base_url = base_url
+        # Data-plane URL per region (the server sets them); a region without one is served at ``base_url``.
+        self.region_urls: dict[str, str] = {}
         self.clock = clock
         # Token limits and prompt-token accounting; no limit unless a plan is given (plan.py).
         self.plan = PlanMeter(plan or PlanConfig(), clock=clock)
         self.processing_seconds = processing_seconds
-        self.citation_style = citation_style
+        if wire not in answers.WIRES:
+            raise ValueError(f"unknown wire variant {wire!r}: one of {', '.join(answers.WIRES)}")
+        self.wire = answers.WIRES[wire]
         self.state_dir = Path(state_dir) if state_dir else None
         self._id_source = id_source
         self._signing_key = secrets.token_bytes(32)
@@ -166,16 +190,26 @@ class Backend:
         record = self._assistants.get(name)
         if record is None:
             raise NotFound(f'Assistant "{name}" not found.')
+        now = self.clock()
+        for gone in [f for f in record.files.values() if f.gone_at is not None and f.gone_at <= now]:
+            self._forget_file(record, gone.id)
         return record
 
+    def check_region(self, name: str, region: str) -> None:
+        """404 with the service's text for a data-plane call at another region's host (python-sdk issue 427)."""
+        with self._lock:
+            record = self._assistants.get(name)
+        if record is not None and record.region != region:
+            raise NotFound("Knowledge base not found")
+
     def assistant_wire(self, record: AssistantRecord) -> dict[str, Any]:
-        """The assistant object; ``host`` is this emulator's own base URL."""
+        """The assistant object; ``host`` is this emulator's URL for the assistant's region."""
         return {
             "name": record.name,
             "instructions": record.instructions,
             "metadata": record.metadata,
             "status": "Ready",
-            "host": self.base_url,
+            "host": self.region_urls.get(record.region, self.base_url),
             "region": record.region,
             "created_at": iso(record.created),
             "updated_at": iso(record.updated),
@@ -229,9 +263,11 @@ class Backend:
             return [self.assistant_wire(a) for _, a in sorted(self._assistants.items())]
 
     def update_assistant(self, name: str, instructions: Any = None, metadata: Any = None) -> dict[str, Any]:
-        """Replace instructions and/or metadata."""
+        """Replace instructions and/or metadata; 400 when neither is given (pinecone 10.2.0 quotes the text)."""
         with self._lock:
             record = self._assistant(name)
+            if instructions is None and metadata is None:
+                raise InvalidArgument("No updates provided")
             if instructions is not None:
                 if not isinstance(instructions, str):
                     raise InvalidArgument("instructions must be a string")
@@ -306,7 +342,8 @@ class Backend:
             record.files[fid] = file
             if not error:
                 record.index.add_file(fid, pages)
-            op = Operation(str(uuid.uuid4()), "file_upload", fid, now, file.ready_at, error)
+            kind = "upsert_file" if file_id is not None else "upload_file"
+            op = Operation(str(uuid.uuid4()), kind, fid, now, file.ready_at, error)
             record.operations[op.id] = op
             self._save_file(record, file, data)
             return file, op
@@ -336,11 +373,13 @@ class Backend:
                 )
         return metadata
 
-    def file_wire(self, name: str, file: FileRecord, include_url: bool = False) -> dict[str, Any]:
+    def file_wire(
+        self, name: str, file: FileRecord, include_url: bool = False, *, new_api: bool = False
+    ) -> dict[str, Any]:
         """A file object, with a fresh signed URL when asked."""
         now = self.clock()
         url = self.signed_url(name, file, now) if include_url else None
-        return file.wire(now, url)
+        return file.wire(now, url, new_api=new_api)
 
     def list_files(self, name: str, filter_: Any = None) -> list[FileRecord]:
         """Files of an assistant whose metadata matches ``filter_``, oldest first."""
@@ -358,35 +397,53 @@ class Backend:
             raise NotFound(f"File with id {file_id}  not found in provided assistant")
         return file
 
-    def delete_file(self, name: str, file_id: str) -> Operation:
-        """Delete a file now; returns the (already complete) delete operation."""
+    def delete_file(self, name: str, file_id: str) -> Operation | None:
+        """Start deleting a file (Deleting for the processing delay, then gone); None when it went at once."""
+        # A file that failed processing, or one already being deleted, goes at once: the service's 204 (the
+        # 2026-07 conformance tests cite the backend's Immediate / AlreadyDeleted outcomes).
         with self._lock:
             record = self._assistant(name)
-            self.get_file(name, file_id)
-            del record.files[file_id]
-            record.index.remove_file(file_id)
+            file = self.get_file(name, file_id)
             now = self.clock()
-            op = Operation(str(uuid.uuid4()), "file_delete", file_id, now, now)
+            if file.gone_at is not None or file.status(now) == "ProcessingFailed":
+                self._forget_file(record, file_id)
+                return None
+            file.gone_at = now + self.processing_seconds
+            record.index.remove_file(file_id)  # a file being deleted is no longer searched
+            op = Operation(str(uuid.uuid4()), "delete_file", file_id, now, file.gone_at)
             record.operations[op.id] = op
-            if self.state_dir:
-                for path in (self.state_dir / name).glob(f"{file_id}.*"):
-                    path.unlink()
+            if file.gone_at <= now:
+                self._forget_file(record, file_id)
             return op
 
+    def _forget_file(self, record: AssistantRecord, file_id: str) -> None:
+        record.files.pop(file_id, None)
+        record.index.remove_file(file_id)
+        if self.state_dir:
+            for path in (self.state_dir / record.name).glob(f"{file_id}.*"):
+                path.unlink()
+
     def describe_operation(self, name: str, operation_id: str) -> dict[str, Any]:
-        """An operation's state."""
+        """An operation's state; 404 with the service's text (period included) for an unknown id."""
         with self._lock:
             op = self._assistant(name).operations.get(operation_id)
         if op is None:
-            raise NotFound(f"Operation {operation_id} not found")
+            raise NotFound(f"Operation {operation_id} not found.")
         return op.wire(self.clock())
 
-    def list_operations(self, name: str) -> list[dict[str, Any]]:
-        """Every operation of an assistant."""
+    def list_operations(
+        self, name: str, operation_type: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """An assistant's operations, oldest first, optionally of one type and one status."""
         with self._lock:
             ops = list(self._assistant(name).operations.values())
         now = self.clock()
-        return [op.wire(now) for op in ops]
+        return [
+            op.wire(now)
+            for op in ops
+            if (operation_type is None or op.operation_type == operation_type)
+            and (status is None or op.status(now) == status)
+        ]
 
     def signed_url(self, name: str, file: FileRecord, now: float) -> str:
         """A GCS-V4-style signed URL that expires after an hour; its date and expiry are real."""
@@ -422,8 +479,10 @@ class Backend:
             if not isinstance(message, Mapping):
                 raise InvalidArgument("Each message must be an object with role and content")
             role = message.get("role", "user")
+            if role == "":
+                raise InvalidArgument("Role cannot be empty")
             if role not in ROLES:
-                raise InvalidArgument(f"Invalid role '{role}': must be 'user' or 'assistant'")
+                raise InvalidArgument(f"Role '{role}' is not valid")
             content = message.get("content")
             if not isinstance(content, str) or not content.strip():
                 raise InvalidArgument("Message content cannot be empty")
@@ -439,8 +498,8 @@ class Backend:
         if model is None:
             model = answers.DEFAULT_MODEL
         if not isinstance(model, str) or model not in answers.MODELS:
-            supported = ", ".join(sorted(answers.MODELS))
-            raise InvalidArgument(f"Invalid model '{model}': the model name is invalid. Supported models: {supported}")
+            supported = ", ".join(answers.MODELS)
+            raise InvalidArgument(f"Invalid model `{model}`. Expected one of: {supported}.")
         return answers.MODELS[model]
 
     def _searchable(self, record: AssistantRecord, filter_: Any, now: float) -> set[str] | None:
@@ -461,6 +520,8 @@ class Backend:
         model: Any = None,
         filter_: Any = None,
         temperature: Any = None,
+        *,
+        new_api: bool = False,
     ) -> answers.Answer:
         """Retrieve, pick the most relevant sentences, cite each to its file and page."""
         if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
@@ -480,7 +541,7 @@ class Backend:
 
             def file_obj(file_id: str) -> dict[str, Any]:
                 if file_id not in signed:
-                    signed[file_id] = self.file_wire(name, record.files[file_id], include_url=True)
+                    signed[file_id] = self.file_wire(name, record.files[file_id], include_url=True, new_api=new_api)
                 return signed[file_id]
 
             for pick in picks:
@@ -546,6 +607,7 @@ class Backend:
         filter_: Any = None,
         top_k: Any = None,
         snippet_size: Any = None,
+        new_api: bool = False,
     ) -> dict[str, Any]:
         """Retrieved snippets with scores and references; completion tokens are always 0."""
         has_query = isinstance(query, str) and query.strip() != ""
@@ -566,7 +628,10 @@ class Backend:
             for hit in hits:
                 chunk = record.index.chunks[hit.chunk_id]
                 file = record.files[chunk.file_id]
-                reference: dict[str, Any] = {"type": file.kind, "file": self.file_wire(name, file, include_url=True)}
+                reference: dict[str, Any] = {
+                    "type": file.kind,
+                    "file": self.file_wire(name, file, include_url=True, new_api=new_api),
+                }
                 if file.kind in PAGED_KINDS:
                     reference["pages"] = [chunk.page]
                 snippets.append(

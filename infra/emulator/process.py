@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import requests
 
 from infra.emulator.plan import PlanConfig
 from infra.emulator.server import DEFAULT_API_KEY
@@ -31,11 +34,21 @@ class EmulatorProcess:
         flags: list[str] | None = None,
         plan: PlanConfig = DEFAULT_PLAN,
         latency: str = "realistic",
+        processing_seconds: float = 0.0,
     ) -> None:
         self.docs = docs
         self.assistant = assistant
         self.api_key = api_key
-        self.flags = [*plan.flags(), "--latency", latency, *(flags or [])]
+        # Files are Available at once by default (tests and benchmarks stay fast); the program's own default
+        # is the realistic delay, which the local stack asks for when the demo runs.
+        self.flags = [
+            *plan.flags(),
+            "--latency",
+            latency,
+            "--processing-seconds",
+            str(processing_seconds),
+            *(flags or []),
+        ]
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
 
@@ -65,6 +78,23 @@ class EmulatorProcess:
             self.stop()
             raise RuntimeError("the emulator did not start")
         return self
+
+    def wait_until_available(self, timeout: float = 120.0, interval: float = 0.25) -> int:
+        """Wait until every file of the assistant is Available (as a client must before chatting); their count."""
+        deadline = time.monotonic() + timeout
+        url = f"{self.url}/assistant/files/{self.assistant}"
+        with requests.Session() as http:
+            while True:
+                response = http.get(url, headers={"Api-Key": self.api_key}, timeout=10)
+                response.raise_for_status()
+                statuses = [f["status"] for f in response.json()["files"]]
+                if "ProcessingFailed" in statuses:
+                    raise RuntimeError(f"a file of {self.assistant!r} failed to process")
+                if all(status == "Available" for status in statuses):
+                    return len(statuses)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"files of {self.assistant!r} still processing after {timeout:g}s")
+                time.sleep(interval)
 
     def stop(self) -> None:
         """Stop the child."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -11,11 +13,9 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import unquote
 
-from infra.emulator import answers
-from infra.emulator.exceptions import InvalidArgument
+from infra.emulator import answers, versions
+from infra.emulator.exceptions import InvalidArgument, NotFound
 from infra.emulator.models import Backend
-
-API_VERSION_WITH_OPERATIONS = "2026-04"
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Request:
     # Answer shape settings of the run (FaultConfig.answer_repeat, FaultConfig.stream_chunk_chars).
     answer_repeat: int = 1
     stream_chunk_chars: int = 0
+    # The region whose data-plane host received the request (the emulator serves one host per region).
+    region: str = "us"
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object, or the service's 400."""
@@ -46,8 +48,8 @@ class Request:
 
     @property
     def api_version(self) -> str:
-        """The requested API version; absent means the oldest supported one."""
-        return self.headers.get("x-pinecone-api-version", "2025-01")
+        """The requested API version (absent: the oldest supported one); 400 for an unknown one."""
+        return versions.resolve(self.headers.get("x-pinecone-api-version"))
 
 
 @dataclass
@@ -58,13 +60,64 @@ class Response:
     body: Any = None
     events: Iterator[dict[str, Any] | str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # How each SSE payload is introduced (``data:`` with or without a space; the server's default if None).
+    sse_prefix: bytes | None = None
 
 
 Handler = Callable[[Backend, Request], Response]
 
 
+_DATA_PLANE = ("/assistant/files/", "/assistant/operations/", "/assistant/chat/")
+# 2026-04+ listings: the service's default and largest page sizes (OAS 2026-04; the backend rejects > 100).
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+METADATA_QUERY_ERROR = (
+    "metadata query parameter is not supported in this API version; include metadata as a multipart form field instead"
+)
+OPERATION_TYPES = ("upload_file", "upsert_file", "update_file_metadata", "delete_file")
+OPERATION_STATUSES = ("Processing", "Completed", "Failed")
+
+
+def call(handler: Handler, backend: Backend, request: Request) -> Response:
+    """Run one operation, after the checks the service's routers make first: API version, then region host."""
+    _ = request.api_version
+    name = request.params.get("name")
+    if name is not None and request.path.startswith(_DATA_PLANE):
+        backend.check_region(name, request.region)
+    return handler(backend, request)
+
+
+def _page(items: list[Any], request: Request, default: int) -> tuple[list[Any], str | None]:
+    """One page of a 2026-04+ listing and the opaque token of the next (None when exhausted)."""
+    raw_limit = request.query.get("limit")
+    try:
+        limit = default if raw_limit is None else int(raw_limit)
+    except ValueError as exc:
+        raise InvalidArgument("limit must be an integer") from exc
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+    start = 0
+    token = request.query.get("pagination_token")
+    if token:
+        try:
+            start = int(json.loads(base64.urlsafe_b64decode(token.encode()))["skip"])
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise InvalidArgument("Invalid pagination token") from exc
+    end = start + limit
+    following = base64.urlsafe_b64encode(json.dumps({"skip": end}).encode()).decode() if end < len(items) else None
+    return items[start:end], following
+
+
+def _paged(key: str, items: list[Any], request: Request, default: int) -> dict[str, Any]:
+    page, following = _page(items, request, default)
+    body: dict[str, Any] = {key: page}
+    if following is not None:  # omitted, not null, when exhausted (the backend's skip_serializing_if)
+        body["pagination"] = {"next": following}
+    return body
+
+
 def _new_api(request: Request) -> bool:
-    return request.api_version >= API_VERSION_WITH_OPERATIONS
+    return versions.has_operations(request.api_version)
 
 
 # --------------------------------------------------------------------------- control plane
@@ -77,7 +130,10 @@ def create_assistant(backend: Backend, request: Request) -> Response:
 
 
 def list_assistants(backend: Backend, request: Request) -> Response:
-    return Response(200, {"assistants": backend.list_assistants()})
+    assistants = backend.list_assistants()
+    if not _new_api(request):
+        return Response(200, {"assistants": assistants})
+    return Response(200, _paged("assistants", assistants, request, DEFAULT_PAGE))
 
 
 def describe_assistant(backend: Backend, request: Request) -> Response:
@@ -114,11 +170,19 @@ def _multipart(request: Request) -> dict[str, tuple[str | None, bytes]]:
 
 
 def upload_file(backend: Backend, request: Request) -> Response:
+    new_api = _new_api(request)
+    # 2026-04+: metadata only as a multipart field, and only the file and metadata parts (the 2026-07 conformance
+    # tests, citing the backend's upload parameter parsing; the text for an extra part is assumed).
+    if new_api and "metadata" in request.query:
+        raise InvalidArgument(METADATA_QUERY_ERROR)
     parts = _multipart(request)
+    extra = sorted(set(parts) - {"file", "metadata"})
+    if new_api and extra:
+        raise InvalidArgument(f"Unexpected multipart field '{extra[0]}': only 'file' and 'metadata' are accepted")
     if "file" not in parts or not parts["file"][0]:
         raise InvalidArgument("Missing 'file' part with a filename")
     filename, data = parts["file"]
-    metadata: Any = request.query.get("metadata")
+    metadata: Any = None if new_api else request.query.get("metadata")
     if "metadata" in parts:
         metadata = parts["metadata"][1].decode()
     multimodal = request.query.get("multimodal", "false").lower() == "true"
@@ -130,13 +194,14 @@ def upload_file(backend: Backend, request: Request) -> Response:
         file_id=request.params.get("file_id"),
         multimodal=multimodal,
     )
-    if _new_api(request):
-        return Response(
-            202,
-            op.wire(backend.clock()),
-            headers={"Location": f"/operations/{request.params['name']}/{op.id}"},
-        )
+    if new_api:
+        return Response(202, op.wire(backend.clock()), headers=_location(request, op.id))
     return Response(200, file.wire(backend.clock()))
+
+
+def _location(request: Request, operation_id: str) -> dict[str, str]:
+    """Where to follow an operation, with the ``/assistant`` prefix the backend writes."""
+    return {"Location": f"/assistant/operations/{request.params['name']}/{operation_id}"}
 
 
 def list_files(backend: Backend, request: Request) -> Response:
@@ -147,53 +212,68 @@ def list_files(backend: Backend, request: Request) -> Response:
         except ValueError as exc:
             raise InvalidArgument(f"filter is not valid JSON: {exc}") from exc
     name = request.params["name"]
-    files = [backend.file_wire(name, f) for f in backend.list_files(name, filter_)]
-    if not _new_api(request):
+    new_api = _new_api(request)
+    files = [backend.file_wire(name, f, new_api=new_api) for f in backend.list_files(name, filter_)]
+    if not new_api:
         return Response(200, {"files": files})
-    try:
-        limit = int(request.query.get("limit", "100"))
-        start = int(request.query.get("pagination_token", "0"))
-    except ValueError as exc:
-        raise InvalidArgument("limit and pagination_token must be integers") from exc
-    if not 1 <= limit <= 100:
-        raise InvalidArgument("limit must be between 1 and 100")
-    page = files[start : start + limit]
-    body: dict[str, Any] = {"files": page}
-    if start + limit < len(files):
-        body["pagination"] = {"next": str(start + limit)}
-    return Response(200, body)
+    return Response(200, _paged("files", files, request, MAX_PAGE))
 
 
 def describe_file(backend: Backend, request: Request) -> Response:
     name = request.params["name"]
     file = backend.get_file(name, request.params["file_id"])
     include_url = request.query.get("include_url", "false").lower() == "true"
-    return Response(200, backend.file_wire(name, file, include_url))
+    return Response(200, backend.file_wire(name, file, include_url, new_api=_new_api(request)))
 
 
 def delete_file(backend: Backend, request: Request) -> Response:
     op = backend.delete_file(request.params["name"], request.params["file_id"])
-    if _new_api(request):
-        return Response(202, op.wire(backend.clock()))
-    return Response(200, {})
+    if not _new_api(request):
+        return Response(200, {})
+    if op is None:
+        return Response(204)
+    return Response(202, op.wire(backend.clock()), headers=_location(request, op.id))
+
+
+def _operations_route(request: Request) -> None:
+    # Versions before 2026-04 route operations to the backend's not-found router (2026-07 conformance tests).
+    if not _new_api(request):
+        raise NotFound(f"No route for {request.method} {request.path}")
 
 
 def describe_operation(backend: Backend, request: Request) -> Response:
+    _operations_route(request)
     return Response(200, backend.describe_operation(request.params["name"], request.params["operation_id"]))
 
 
 def list_operations(backend: Backend, request: Request) -> Response:
-    return Response(200, {"operations": backend.list_operations(request.params["name"])})
+    _operations_route(request)
+    operation_type = request.query.get("operation_type")
+    status = request.query.get("status")
+    if operation_type is not None and operation_type not in OPERATION_TYPES:
+        raise InvalidArgument(f"operation_type must be one of {', '.join(OPERATION_TYPES)}")
+    if status is not None and status not in OPERATION_STATUSES:
+        raise InvalidArgument(f"status must be one of {', '.join(OPERATION_STATUSES)}")
+    operations = backend.list_operations(request.params["name"], operation_type, status)
+    return Response(200, _paged("operations", operations, request, DEFAULT_PAGE))
 
 
 # --------------------------------------------------------------------------- chat
-def _answer(backend: Backend, request: Request) -> tuple[answers.Answer, dict[str, Any]]:
+def _answer(backend: Backend, request: Request, route: str) -> tuple[answers.Answer, dict[str, Any]]:
     body = request.json()
     stream = body.get("stream", False)
     if stream not in (True, False, "true", "false"):
         raise InvalidArgument("stream must be a boolean")
+    model = body.get("model")
+    if model is not None:
+        versions.check_model(str(model), request.api_version, route)
     answer = backend.answer(
-        request.params["name"], body.get("messages"), body.get("model"), body.get("filter"), body.get("temperature")
+        request.params["name"],
+        body.get("messages"),
+        body.get("model"),
+        body.get("filter"),
+        body.get("temperature"),
+        new_api=_new_api(request),
     )
     return answer, body
 
@@ -203,16 +283,16 @@ def _streaming(body: dict[str, Any]) -> bool:
 
 
 def chat_completions(backend: Backend, request: Request) -> Response:
-    answer, body = _answer(backend, request)
+    answer, body = _answer(backend, request, "chat_completions")
     answer = answers.repeated(answer, request.answer_repeat)
     if _streaming(body):
-        chunks = answers.completion_chunks(answer, backend.citation_style, request.stream_chunk_chars)
-        return Response(200, events=chunks)
-    return Response(200, answers.completion_body(answer, backend.citation_style))
+        chunks = answers.completion_chunks(answer, backend.wire, request.stream_chunk_chars)
+        return Response(200, events=chunks, sse_prefix=backend.wire.sse_prefix)
+    return Response(200, answers.completion_body(answer, backend.wire))
 
 
 def chat(backend: Backend, request: Request) -> Response:
-    answer, body = _answer(backend, request)
+    answer, body = _answer(backend, request, "chat")
     highlights = bool(body.get("include_highlights", False))
     if _streaming(body):
         if body.get("json_response"):
@@ -232,6 +312,7 @@ def context(backend: Backend, request: Request) -> Response:
             filter_=body.get("filter"),
             top_k=body.get("top_k"),
             snippet_size=body.get("snippet_size"),
+            new_api=_new_api(request),
         ),
     )
 

@@ -326,8 +326,14 @@ class Pick:
     score: float
 
 
+# A sentence after the best one is quoted only if the query terms it matches weigh at least this share of
+# what the best sentence matches: one shared common word ("long", "employee") does not make a sentence bear on
+# the question (issue 12: the free-trial answer used to add a password rule and the PTO policy).
+RELEVANT_SHARE = 0.6
+
+
 def pick_sentences(index: Index, query_terms: list[str], hits: list[Hit], limit: int = 3) -> list[Pick]:
-    """Choose up to ``limit`` distinct sentences that best cover the query, best first."""
+    """Up to ``limit`` distinct sentences that best cover the query, best first, none far weaker than the best."""
     weights = {t: index.idf(t) for t in dict.fromkeys(query_terms)}
     candidates: list[tuple[float, int, int, Pick]] = []
     for rank, hit in enumerate(hits):
@@ -342,9 +348,14 @@ def pick_sentences(index: Index, query_terms: list[str], hits: list[Hit], limit:
     candidates.sort(key=lambda item: item[:3])
     picks: list[Pick] = []
     seen: set[str] = set()
+    best = 0.0
     for _, _, _, pick in candidates:
         key = pick.text.lower()
         if key in seen:
+            continue
+        coverage = sum(weights[t] for t in pick.terms)
+        best = best or coverage
+        if coverage < RELEVANT_SHARE * best:
             continue
         seen.add(key)
         picks.append(pick)

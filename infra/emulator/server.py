@@ -86,12 +86,22 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], backend: Backend, faults: Faults, api_key: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        faults: Faults,
+        api_key: str,
+        *,
+        region: str = "us",
+        counters: Counters | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.backend = backend
         self.faults = faults
         self.api_key = api_key
-        self.counters = Counters()
+        self.region = region
+        self.counters = counters or Counters()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that hang up (and the emulator's own injected drops) are not server errors.
@@ -157,7 +167,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         shape = self.server.faults.config
         request = responses.Request(
-            self.command, path, query, headers, body, params, shape.answer_repeat, shape.stream_chunk_chars
+            self.command,
+            path,
+            query,
+            headers,
+            body,
+            params,
+            shape.answer_repeat,
+            shape.stream_chunk_chars,
+            self.server.region,
         )
         self._count(route, assistant)
         self._serve(route, assistant, handler, request)
@@ -179,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if decision.status is not None:
             return self._send_error(InjectedError(decision.status, retry_after=decision.retry_after))
         try:
-            response = handler(self.server.backend, request)
+            response = responses.call(handler, self.server.backend, request)
         except EmulatorError as exc:
             return self._send_error(exc)
         if response.events is not None:
@@ -203,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         drop: bool = False,
         content_type: str = "application/json",
     ) -> int:
-        data = json.dumps(body).encode()
+        data = b"" if status == 204 else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -239,8 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         assert response.events is not None
         # The standard chat stream writes ``data:{...}`` with no space (as the service's docs show); the
-        # OpenAI-compatible one ``data: {...}``. Clients must accept both.
-        prefix = b"data: " if urlsplit(self.path).path.endswith("/chat/completions") else b"data:"
+        # OpenAI-compatible one says how (``data: {...}``, or ``data:{...}`` in the 2024 wire). Clients must
+        # accept both.
+        prefix = response.sse_prefix or b"data:"
         # The service sends the headers, then nothing (no keepalive) until the model's first token.
         if config.first_token_ms:
             time.sleep(config.first_token_ms / 1000)
@@ -317,7 +336,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class EmulatorServer:
-    """An emulator on a background thread; ``port=0`` picks a free port. Use as a context manager."""
+    """An emulator on a background thread; ``port=0`` picks a free port. Use as a context manager.
+
+    The service has a data-plane host per region; so has the emulator: ``url`` serves region ``us`` (and the
+    control plane), ``eu_url`` region ``eu`` (on ``eu_port``, by default another free port), and a data-plane
+    call at the other region's host gets the service's 404 "Knowledge base not found".
+    """
 
     def __init__(
         self,
@@ -328,18 +352,28 @@ class EmulatorServer:
         api_key: str = DEFAULT_API_KEY,
         faults: FaultConfig | None = None,
         plan: PlanConfig | None = None,
+        eu_port: int = 0,
     ) -> None:
         self.backend = backend or Backend()
         if plan is not None:
             self.backend.plan.start_with(plan)
         self.faults = Faults(faults)
         self.httpd = EmulatorHTTPServer((host, port), self.backend, self.faults, api_key)
-        bound_host, bound_port = self.httpd.server_address[:2]
-        self.url = f"http://{bound_host!s}:{bound_port}"
+        self.eu_httpd = EmulatorHTTPServer(
+            (host, eu_port), self.backend, self.faults, api_key, region="eu", counters=self.httpd.counters
+        )
+        self.url = self._url(self.httpd)
+        self.eu_url = self._url(self.eu_httpd)
         self.backend.base_url = self.url
+        self.backend.region_urls = {"us": self.url, "eu": self.eu_url}
         self.api_key = api_key
         self.ready = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def _url(httpd: EmulatorHTTPServer) -> str:
+        bound_host, bound_port = httpd.server_address[:2]
+        return f"http://{bound_host!s}:{bound_port}"
 
     @property
     def counters(self) -> Counters:
@@ -347,22 +381,22 @@ class EmulatorServer:
         return self.httpd.counters
 
     def start(self) -> EmulatorServer:
-        """Serve on a daemon thread; returns once the socket accepts connections."""
-        self._thread = threading.Thread(target=self._run, name="citeq-emulator", daemon=True)
-        self._thread.start()
-        self.ready.wait(5)
+        """Serve on daemon threads; returns once the sockets accept connections."""
+        for httpd, name in ((self.eu_httpd, "citeq-emulator-eu"), (self.httpd, "citeq-emulator")):
+            thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        # Listening sockets accept connections from their bind on; serve_forever picks them up.
+        self.ready.set()
         return self
 
-    def _run(self) -> None:
-        self.ready.set()
-        self.httpd.serve_forever(poll_interval=0.1)
-
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread:
-            self._thread.join(5)
+        """Stop serving and close the sockets."""
+        for httpd in (self.httpd, self.eu_httpd):
+            httpd.shutdown()
+            httpd.server_close()
+        for thread in self._threads:
+            thread.join(5)
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from infra.emulator.models import REALISTIC_PROCESSING_SECONDS
 from infra.local.stack import SAMPLE_DOCS, LocalStack
 
 
@@ -20,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="standard", help="the emulated assistant's plan (none: no limit)")
     parser.add_argument("--tokens-per-minute", type=int, help="chat input tokens a minute, in place of the plan's")
     parser.add_argument("--latency", choices=("realistic", "none"), default="realistic")
+    parser.add_argument(
+        "--processing-seconds",
+        type=float,
+        default=REALISTIC_PROCESSING_SECONDS,
+        help="seconds each uploaded file stays Processing in the emulator",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stop = threading.Event()
@@ -30,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         plan=args.plan,
         tokens_per_minute=args.tokens_per_minute,
         latency=args.latency,
+        processing_seconds=args.processing_seconds,
     ) as stack:
         print("# citeq local stack is up; in another shell:", flush=True)
         print(stack.exports(), flush=True)

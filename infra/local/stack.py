@@ -76,8 +76,12 @@ class LocalStack:
         context_tokens: str | tuple[int, int] | None = REALISTIC_CONTEXT_TOKENS,
         latency: str = "realistic",
         pacing: int | str | None = "plan",
+        processing_seconds: float = 0.0,
     ) -> None:
         self.docs = docs
+        # How long the emulator keeps each uploaded file Processing (0 for tests; the demo and
+        # ``python -m infra.local`` pass a realistic delay and ``start`` waits for the files).
+        self.processing_seconds = processing_seconds
         self.plan = PlanConfig.of(
             plan,
             tokens_per_minute=tokens_per_minute,
@@ -123,16 +127,21 @@ class LocalStack:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStack:
         """Start moto, create the resources, start the emulator and the worker poller."""
+        # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
+        # Started first, so its files process while moto starts.
+        self.emulator = EmulatorProcess(
+            docs=self.docs,
+            assistant=self.assistant,
+            plan=self.plan,
+            latency=self.latency,
+            processing_seconds=self.processing_seconds,
+        ).start()
         # Two moto servers, one for DynamoDB (and everything else) and one for SQS: each moto process is
         # bound to one core by its GIL, and AWS is not one process either. Services never talk to each other.
         self.endpoint = self._start_moto()
         self.sqs_endpoint = self._start_moto()
         self._set_env({**FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_SQS": self.sqs_endpoint})
         self._create_resources()
-        # The emulator runs in its own process, like the real assistant: its CPU stays off the worker's GIL.
-        self.emulator = EmulatorProcess(
-            docs=self.docs, assistant=self.assistant, plan=self.plan, latency=self.latency
-        ).start()
         self._set_env(
             {
                 "CITEQ_TABLE": self.resources["ResultsTable"],
@@ -161,6 +170,8 @@ class LocalStack:
         self.webhook = FunctionUrlAdapter(self._load("webhook.app").lambda_handler).start()
         self.env["CITEQ_STREAM_URL"] = self.stream.url
         self.env["CITEQ_WEBHOOK_URL"] = self.webhook.url
+        # A chat before any file is Available gets the service's 400, so nothing is asked until they are.
+        self.emulator.wait_until_available()
         if self.poll:
             self.start_poller()
         return self

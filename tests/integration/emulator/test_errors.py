@@ -55,8 +55,11 @@ def test_auth_bearer_key_is_accepted(emulator: EmulatorServer) -> None:
         ({}, "Must have at least 1 message"),
         ({"messages": [{"role": "user", "content": ""}]}, "Message content cannot be empty"),
         ({"messages": [{"role": "user", "content": "   "}]}, "Message content cannot be empty"),
-        ({"messages": [{"role": "robot", "content": "hi"}]}, "Invalid role"),
-        ({"messages": [{"content": "hi"}], "model": "gpt-99"}, "Invalid model"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "Role 'robot' is not valid"),
+        ({"messages": [{"role": "system", "content": "hi"}, {"content": "hi"}]}, "Role 'system' is not valid"),
+        ({"messages": [{"role": "User", "content": "hi"}]}, "Role 'User' is not valid"),
+        ({"messages": [{"role": "", "content": "hi"}]}, "Role cannot be empty"),
+        ({"messages": [{"content": "hi"}], "model": "gpt-99"}, "Invalid model `gpt-99`"),
         ({"messages": [{"content": "hi"}], "filter": {"kind": {"$regex": "x"}}}, "Unsupported filter operator"),
         ({"messages": [{"content": "hi"}], "temperature": "hot"}, "temperature"),
     ],
@@ -66,6 +69,9 @@ def test_auth_bearer_key_is_accepted(emulator: EmulatorServer) -> None:
         "empty-content",
         "blank-content",
         "bad-role",
+        "system-role",
+        "role-case",
+        "empty-role",
         "unknown-model",
         "bad-filter",
         "bad-temperature",
@@ -75,9 +81,60 @@ def test_chat_bad_request_is_400_with_reason(emulator: EmulatorServer, body: dic
     _assert_error(_post(emulator, CHAT.format(name=ASSISTANT), body), 400, "INVALID_ARGUMENT", fragment)
 
 
-def test_chat_unknown_model_message_matches_service_wording(emulator: EmulatorServer) -> None:
-    response = _post(emulator, CHAT.format(name=ASSISTANT), {"messages": [{"content": "hi"}], "model": "gpt-99"})
-    assert response.json()["error"]["message"].lower().count("invalid") >= 2
+@pytest.mark.parametrize(
+    ("version", "route", "model", "allowed"),
+    [
+        (None, CHAT, "gpt-4.1", "gpt-4o, claude-3-5-sonnet"),
+        (
+            "2025-10",
+            CHAT,
+            "claude-sonnet-4-5",
+            "gpt-4o, gpt-4.1, o4-mini, claude-3-5-sonnet, claude-3-7-sonnet, gemini-2.5-pro",
+        ),
+        ("2026-07", CHAT, "gpt-5", "gpt-4o, gpt-4.1, o4-mini, claude-sonnet-4-5, gemini-2.5-pro"),
+        (
+            "2026-07",
+            "/assistant/chat/{name}",
+            "claude-3-5-sonnet",
+            "gpt-4o, gpt-4.1, o4-mini, gpt-5, claude-sonnet-4-5, gemini-2.5-pro",
+        ),
+    ],
+    ids=["unversioned-is-2025-01", "2025-10-has-no-sonnet-4-5", "2026-completions-no-gpt-5", "2026-chat-no-claude-3"],
+)
+def test_chat_model_outside_the_versions_enum_gets_the_service_message(
+    emulator: EmulatorServer, version: str | None, route: str, model: str, allowed: str
+) -> None:
+    headers = {"Api-Key": emulator.api_key, **({"X-Pinecone-Api-Version": version} if version else {})}
+    response = _post(emulator, route.format(name=ASSISTANT), {"messages": [{"content": "hi"}], "model": model}, headers)
+    _assert_error(response, 400, "INVALID_ARGUMENT", f"Invalid model `{model}`. Expected one of: {allowed}.")
+
+
+@pytest.mark.parametrize(
+    ("version", "route", "model"),
+    [
+        ("2025-10", CHAT, "claude-3-7-sonnet"),
+        ("2026-04", CHAT, "claude-sonnet-4-5"),
+        ("2026-07", "/assistant/chat/{name}", "gpt-5"),
+    ],
+)
+def test_chat_model_in_the_versions_enum_is_served(
+    emulator: EmulatorServer, version: str, route: str, model: str
+) -> None:
+    headers = {"Api-Key": emulator.api_key, "X-Pinecone-Api-Version": version}
+    body = {"messages": [{"content": "PTO?"}], "model": model}
+    response = _post(emulator, route.format(name=ASSISTANT), body, headers)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("version", ["2099-01", "2026-7", "latest"])
+def test_unknown_api_version_is_400_naming_the_known_ones(emulator: EmulatorServer, version: str) -> None:
+    response = requests.get(
+        f"{emulator.url}/assistant/assistants/{ASSISTANT}",
+        headers={"Api-Key": emulator.api_key, "X-Pinecone-Api-Version": version},
+        timeout=10,
+    )
+    _assert_error(response, 400, "INVALID_ARGUMENT", f"Unsupported API version '{version}'")
+    assert "2026-07" in response.json()["error"]["message"]
 
 
 def test_chat_body_not_json_is_400(emulator: EmulatorServer) -> None:

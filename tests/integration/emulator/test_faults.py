@@ -13,6 +13,7 @@ import requests
 
 from infra.emulator import EmulatorServer
 from infra.emulator.__main__ import fault_config, parse_args
+from infra.emulator.models import REALISTIC_PROCESSING_SECONDS
 from tests.helpers import ASSISTANT, ROOT, Admin
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the Growth plan rate limit?"}]}
@@ -149,6 +150,8 @@ def test_command_line_preloads_docs_and_prints_url(tmp_path: Any) -> None:
             "k",
             "--state-dir",
             str(tmp_path),
+            "--processing-seconds",
+            "600",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -161,8 +164,20 @@ def test_command_line_preloads_docs_and_prints_url(tmp_path: Any) -> None:
         assert url.startswith("http://127.0.0.1:")
         files = requests.get(f"{url}/assistant/files/cli-docs", headers={"Api-Key": "k"}, timeout=5).json()["files"]
         assert len(files) == 5
-        assert all(f["status"] == "Available" for f in files)
+        assert all(f["status"] == "Processing" for f in files)
+        chat = requests.post(
+            f"{url}/assistant/chat/cli-docs/chat/completions",
+            headers={"Api-Key": "k"},
+            json={"messages": [{"content": "What is the PTO policy?"}]},
+            timeout=5,
+        )
+        assert chat.status_code == 400
+        assert chat.json()["error"]["message"] == "Assistant doesn't contain any files"
     finally:
         proc.terminate()
         proc.wait(10)
     assert (tmp_path / "cli-docs" / "assistant.json").exists()
+
+
+def test_command_line_default_processing_delay_is_realistic_not_zero() -> None:
+    assert parse_args([]).processing_seconds == REALISTIC_PROCESSING_SECONDS >= 1

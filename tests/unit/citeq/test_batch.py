@@ -50,6 +50,8 @@ def test_valid_jsonl_keeps_input_order_and_fields() -> None:
         ({"custom_id": "x", "question": "   "}, "non-empty string"),
         ({"custom_id": "x", "messages": []}, "non-empty list"),
         ({"custom_id": "x", "messages": [{"role": "robot", "content": "m"}]}, "role"),
+        # The service refuses "system" (issue 12): refused at submission, not by a failed answer later.
+        ({"custom_id": "x", "messages": [{"role": "system", "content": "m"}, {"content": "q"}]}, "role"),
         ({"custom_id": "x", "question": "q", "temperature": 7}, "temperature"),
         ({"custom_id": "x", "question": "q", "filter": "kind=manual"}, "filter must be a JSON object"),
         ({"custom_id": "x", "question": "q", "assistant": "Bad_Name"}, "not valid"),

@@ -101,6 +101,13 @@ def test_text_that_merely_mentions_references_is_not_split() -> None:
     assert parse_content(content).text == content
 
 
+@pytest.mark.parametrize("trailer", ["\n\nReferences:\n", "\n\nReferences:\n\n", "\n\nReferences: \n  \n"])
+def test_empty_references_trailer_is_not_part_of_the_text(trailer: str) -> None:
+    # A 2024 capture: an answer with no citations still ended in a bare References header (issue 12).
+    parsed = parse_content("Nothing about that in the files." + trailer)
+    assert parsed == ParsedContent("Nothing about that in the files.", (), ())
+
+
 def test_reference_file_fields_come_from_the_signed_url() -> None:
     file = parse_content("A [1]." + REFS).files[0]
     assert file == FileRef("guide.pdf", URL, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "2025-01-15T11:15:00Z")
@@ -206,6 +213,8 @@ ADVERSARIAL = [
     "Partial at the end [1, pp.",
     "Spaces   \n\nnot references:\n1. [a](b)",
     "A `unclosed [1] tick and more [2].\n" + REFS,
+    "No citations, bare trailer.\n\nReferences:\n",
+    "Two spaces before markers  [1].\n\nReferences:\n1. [a.txt](https://x/a.txt)\n",
 ]
 
 

@@ -30,6 +30,11 @@ META = {"genre": "report", "year": 2024, "tags": ["finance", "q3"], "draft": Fal
         ({"genre": "report", "year": 1999}, False),
         ({"missing": "x"}, False),
         ({"genre": {"$gt": 1}}, False),
+        ({"genre": {"$not": {"$eq": "memo"}}}, True),
+        ({"genre": {"$not": {"$eq": "report"}}}, False),
+        ({"year": {"$not": {"$gte": 2000, "$lt": 2020}}}, True),
+        ({"tags": {"$not": {"$in": ["q3"]}}}, False),
+        ({"missing": {"$not": {"$exists": True}}}, True),
     ],
 )
 def test_matches_operator_table(expr: dict[str, Any], expected: bool) -> None:
@@ -45,6 +50,16 @@ def test_matches_operator_table(expr: dict[str, Any], expected: bool) -> None:
         {"genre": {"$in": "report"}},
         {"$or": {"genre": "x"}},
         {"x": {"$exists": "yes"}},
+        {"genre": ["report", "memo"]},
+        {"genre": {"$eq": ["report", "memo"]}},
+        {"genre": {"$ne": ["memo"]}},
+        {"genre": {"$eq": {"a": 1}}},
+        {"genre": {"$in": [["report"]]}},
+        {"genre": {}},
+        {"genre": {"$not": "report"}},
+        {"genre": {"$not": {}}},
+        {"genre": {"$not": {"genre": "x"}}},
+        {"$not": {"genre": "x"}},
     ],
 )
 def test_validate_rejects_what_the_service_rejects(expr: dict[str, Any]) -> None:

@@ -52,3 +52,22 @@ def test_pick_sentences_is_deterministic_and_relevant() -> None:
     picks = pick_sentences(index, terms, index.search(terms, 5))
     assert picks[0].text == "Parrots can mimic human speech with surprising accuracy."
     assert picks == pick_sentences(index, terms, index.search(terms, 5))
+
+
+def test_pick_sentences_leaves_out_sentences_sharing_only_a_common_word() -> None:
+    index = Index()
+    index.add_file(
+        "p",
+        [
+            (None, "Every plan starts with a fourteen day free trial that needs no credit card at signup."),
+            (None, "Passwords must be at least sixteen characters long and kept in the password manager."),
+            (None, "Employees accrue paid time off that is credited monthly to their leave balance."),
+            (None, "A credit card is needed only when the free trial of the starter plan ends."),
+        ],
+    )
+    terms = tokenize("How long is the free trial and does it need a credit card?")
+    picks = [p.text for p in pick_sentences(index, terms, index.search(terms, 8))]
+    assert sorted(picks) == [
+        "A credit card is needed only when the free trial of the starter plan ends.",
+        "Every plan starts with a fourteen day free trial that needs no credit card at signup.",
+    ]
