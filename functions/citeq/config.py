@@ -10,11 +10,13 @@ functions within that time).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from citeq.errors import ConfigurationError
+from citeq.errors import ConfigurationError, WebhookError
+from citeq.webhooks import secret_bytes
 
 # Environment variable names, in one place.
 PINECONE_API_KEY = "PINECONE_API_KEY"
@@ -209,16 +211,45 @@ class Settings:
         return _value_or_secret(self.api_key, self.api_key_secret, PINECONE_API_KEY, API_KEY_SECRET)
 
     def resolve_callback_secret(self) -> Secret:
-        """The secret that signs callbacks: from the environment, else from Secrets Manager."""
-        return _value_or_secret(self.callback_secret, self.callback_secret_arn, CALLBACK_SECRET, CALLBACK_SECRET_ARN)
+        """The secret that signs callbacks, checked (Standard Webhooks, 24-64 bytes); ConfigurationError naming
+        the setting when missing, unreadable or malformed."""
+        secret = _value_or_secret(self.callback_secret, self.callback_secret_arn, CALLBACK_SECRET, CALLBACK_SECRET_ARN)
+        _check(secret, f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN})")
+        return secret
+
+    def resolve_webhook_senders(self) -> list[tuple[str, Secret]]:
+        """``(sender, secret)`` pairs inbound webhooks may be signed with: entries ``[sender=]whsec_…``, several
+        per sender during a rotation (no name: ``default``); each checked like the callback secret."""
+        joined = _value_or_secret(self.webhook_secrets, self.webhook_secrets_arn, WEBHOOK_SECRETS, WEBHOOK_SECRETS_ARN)
+        setting = f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN})"
+        found = []
+        for number, part in enumerate((p.strip() for p in joined.get().split(",") if p.strip()), start=1):
+            name, equals, value = part.partition("=")
+            if equals and _SENDER.match(name):
+                sender, secret = name, Secret(value.strip())
+            else:
+                sender, secret = "default", Secret(part)
+            _check(secret, f"{setting}, entry {number}")
+            found.append((sender, secret))
+        if not found:
+            raise ConfigurationError(f"{setting} holds no secret")
+        return found
 
     def resolve_webhook_secrets(self) -> list[Secret]:
-        """The secrets inbound webhooks may be signed with (several while one is being rotated)."""
-        joined = _value_or_secret(self.webhook_secrets, self.webhook_secrets_arn, WEBHOOK_SECRETS, WEBHOOK_SECRETS_ARN)
-        found = [Secret(part.strip()) for part in joined.get().split(",") if part.strip()]
-        if not found:
-            raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) holds no secret")
-        return found
+        """The secrets inbound webhooks may be signed with (several while one is being rotated), each checked."""
+        return [secret for _, secret in self.resolve_webhook_senders()]
+
+
+# A webhook sender's name in ``sender=whsec_…`` (never starts with whsec_, so base64 padding is not mistaken).
+_SENDER = re.compile(r"^(?!whsec_)[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _check(secret: Secret, setting: str) -> None:
+    """ConfigurationError naming ``setting`` (never the value) unless ``secret`` is a usable whsec_ secret."""
+    try:
+        secret_bytes(secret.get())
+    except WebhookError as exc:
+        raise ConfigurationError(f"{setting} is not a usable Standard Webhooks secret: {exc}") from None
 
 
 def _value_or_secret(value: Secret | None, arn: str | None, value_name: str, arn_name: str) -> Secret:
