@@ -147,7 +147,12 @@ def _batch(factory: Factory, batch_id: str) -> BatchInfo:
 
 
 def _submit(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
-    parsed = batch.read(args.file, fmt=args.format, default_assistant=args.assistant or factory.settings.assistant)
+    parsed = batch.read(
+        args.file,
+        fmt=args.format,
+        default_assistant=args.assistant or factory.settings.assistant,
+        callback_allow_hosts=factory.settings.callback_allow_hosts,
+    )
     result = batch.submit(
         parsed,
         store=factory.store(),
@@ -329,7 +334,9 @@ def _message(exc: CiteqError) -> tuple[str, int]:
     if isinstance(exc, ValidationError):
         return f"invalid input: {exc}", EXIT_USAGE
     if isinstance(exc, StoreError):
-        return f"AWS: {exc} (check AWS credentials, CITEQ_TABLE and CITEQ_QUEUE_URL)", EXIT_ERROR
+        # Only an identity problem earns the credentials hint; bad input is refused before any write (issue 11).
+        hint = " (check AWS credentials and region)" if exc.credentials else " (check CITEQ_TABLE and CITEQ_QUEUE_URL)"
+        return f"AWS: {exc}{hint}", EXIT_ERROR
     if isinstance(exc, AuthenticationError):
         return "the assistant rejected the API key (check PINECONE_API_KEY)", EXIT_ERROR
     if isinstance(exc, NotFoundError):
