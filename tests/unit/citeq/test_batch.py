@@ -205,7 +205,8 @@ def test_validate_raises_every_line_before_anything_is_written() -> None:
     ],
 )
 def test_internal_or_malformed_callback_urls_are_refused_at_intake(url: str, why: str) -> None:
-    parsed = parse(json.dumps({"custom_id": "a", "question": "q", "callback_url": url}), fmt="jsonl", default_assistant="m")
+    line = json.dumps({"custom_id": "a", "question": "q", "callback_url": url})
+    parsed = parse(line, fmt="jsonl", default_assistant="m")
     assert why in parsed.errors[0].reason and parsed.errors[0].reason.startswith("callback_url")
 
 

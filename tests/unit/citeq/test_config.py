@@ -1,11 +1,10 @@
 from __future__ import annotations
 
+import base64
+import random
 from typing import Any
 
 import pytest
-
-import base64
-import random
 
 from citeq.config import DEFAULT_API_VERSION, Secret, Settings
 from citeq.errors import ConfigurationError
