@@ -34,6 +34,7 @@ from citeq.errors import (
     ValidationError,
     status_error,
 )
+from citeq.messages import ASSISTANT_NAME
 from citeq.models import Answer, ParsedContent, UsageDict, usage_from
 from citeq.retry import RetryPolicy, retry_delay, should_retry
 from citeq.sse import SSEDecoder
@@ -44,6 +45,8 @@ T = TypeVar("T")
 MAX_ERROR_BODY = 4096
 # An attempt needs at least this long before the deadline to be worth starting.
 MIN_ATTEMPT_SECONDS = 2.0
+# Discovered data-plane hosts kept per client (one per assistant name seen).
+MAX_CACHED_HOSTS = 256
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ def messages_for(
     """Messages from a question or a message list, validated as the service would (clear errors, no call)."""
     if (question is None) == (messages is None):
         raise ValidationError("give exactly one of question or messages")
+    if messages is not None and (
+        not isinstance(messages, list | tuple) or not all(isinstance(m, Mapping) for m in messages)
+    ):
+        # A body's "messages": "abc" or [1] is the caller's mistake, never a 500 (issue 11).
+        raise ValidationError("messages must be a list of objects with role and content")
     items = [{"role": "user", "content": question}] if question is not None else [dict(m) for m in messages or ()]
     if not items:
         raise ValidationError("messages must not be empty")
@@ -238,6 +246,9 @@ class AssistantClient:
         """The assistant's data-plane host: ``CITEQ_ASSISTANT_HOST``, else discovered once and cached."""
         if self.settings.assistant_host:
             return self.settings.assistant_host
+        if not ASSISTANT_NAME.match(assistant):
+            # Before anything goes upstream: a name like '..' or 'a/b' must not become a path (issue 11).
+            raise ValidationError(f"assistant name {assistant[:80]!r} is not valid (1-63 lowercase letters, digits, -)")
         host = self._hosts.get(assistant)
         if host is None:
             url = f"{self.settings.pinecone_host}/assistant/assistants/{quote(assistant, safe='')}"
@@ -253,6 +264,9 @@ class AssistantClient:
                 return found if "://" in found else f"https://{found}"
 
             host = self._retrying(describe, deadline, f"describe {assistant}").rstrip("/")
+            if len(self._hosts) >= MAX_CACHED_HOSTS:
+                # Bounded: the oldest entry goes (dicts keep insertion order), so no caller can grow it without end.
+                self._hosts.pop(next(iter(self._hosts)), None)
             self._hosts[assistant] = host
         return host
 

@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from citeq.errors import ValidationError as CiteqValidationError
 
 VERSION = 1
-ASSISTANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# \Z, not $: "name\n" must not pass (a $ also matches before a final newline).
+ASSISTANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 # Characters SQS refuses in a body (its allowed set is #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF).
 # JSON escapes the control characters, so what can still reach SQS raw is a surrogate or U+FFFE/U+FFFF; a lone
 # surrogate cannot be encoded as UTF-8 at all, so DynamoDB cannot store it either (issue 11).
