@@ -374,6 +374,31 @@ def answer_from_completion(payload: Any) -> Answer:
         raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
 
 
+# What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.
+STREAM_ERROR_STATUS = 500
+
+
+def error_event(data: str, event: str = "message") -> APIStatusError | None:
+    """The service's error sent as a stream event (``{"error": {"code", "message"}, "status"}`` as data, or an
+    ``event: error``) -> the matching citeq error carrying its message and code; None for any other event."""
+    try:
+        payload: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        payload = None
+    if isinstance(payload, dict) and "error" in payload and not payload.get("choices"):
+        error = payload["error"]
+        detail = error if isinstance(error, dict) else {"message": error}
+        status = payload.get("status", detail.get("status"))
+        code = detail.get("code") if isinstance(detail.get("code"), str) else None
+        message = str(detail.get("message") or code or "the service reported an error in the stream")[:MAX_ERROR_BODY]
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            status = STREAM_ERROR_STATUS
+        return status_error(status, message, code=code)
+    if event == "error":
+        return status_error(STREAM_ERROR_STATUS, data[:MAX_ERROR_BODY] or "the service reported an error in the stream")
+    return None
+
+
 def parse_chunk(data: str) -> StreamChunk | None:
     """One ``data:`` payload -> a typed chunk; None for a payload that is not a JSON chunk (logged, skipped).
 
@@ -440,6 +465,10 @@ class ChatStream:
                 for event in decoder.feed(data):
                     if event.data.strip() == "[DONE]":
                         return
+                    # An error object is the service's answer, not a broken connection: raised as its status error
+                    # (so it is neither reopened before content nor reported as StreamBroken after it; issue 11).
+                    if (failure := error_event(event.data, event.event)) is not None:
+                        raise failure
                     if (chunk := parse_chunk(event.data)) is not None:
                         yield chunk
             for event in decoder.close_events():

@@ -149,6 +149,16 @@ def _error(status: int, message: str, code: str = "INVALID_ARGUMENT") -> JSONRes
     return JSONResponse({"error": {"code": code, "message": message}, "status": status}, status_code=status)
 
 
+def _stream_error(exc: CiteqError) -> dict[str, Any]:
+    """A failure after a stream began, in the service's error shape (its own status and code when it sent one)."""
+    if isinstance(exc, APIStatusError):
+        log.info("upstream stream error %s %s", exc.status, exc.code)
+        return {"error": {"code": exc.code or "UNKNOWN", "message": exc.message}, "status": exc.status}
+    log.warning("upstream stream failed: %s", type(exc).__name__)
+    message = f"the assistant stream failed: {type(exc).__name__}"
+    return {"error": {"code": "UNAVAILABLE", "message": message}, "status": 502}
+
+
 def _denied() -> JSONResponse:
     return _error(401, "missing or invalid API key", "UNAUTHENTICATED")
 
@@ -219,6 +229,10 @@ async def chat_completions(request: Request) -> Response:
             answer = await run_in_threadpool(stream.answer)
             final = {"id": answer.id, "choices": [], "model": answer.model, "citeq": answer.to_dict()}
             yield b"data: " + json.dumps(final).encode() + b"\n\n"
+        except CiteqError as exc:
+            # Mid-stream the status line has gone: the error travels as the service's own error object, which
+            # SDKs raise, instead of a dropped connection and a traceback in the logs (issue 11).
+            yield b"data: " + json.dumps(_stream_error(exc)).encode() + b"\n\n"
         finally:
             # Runs when the client disconnects too (the response task is cancelled): closing the upstream
             # connection now stops the assistant's work instead of leaving it to the garbage collector.
