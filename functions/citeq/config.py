@@ -9,6 +9,7 @@ functions within that time).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -50,13 +51,58 @@ DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
 DEFAULT_API_VERSION = "2026-07"
 
 
+# Libraries whose DEBUG output is wire dumps: botocore prints whole responses (a GetSecretValue's SecretString),
+# request headers and credentials; urllib3 prints URLs. Lambda's ApplicationLogLevel=DEBUG lowers the root
+# logger, which these inherit, so they are held at INFO whatever the root says (issue 11).
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "aiobotocore")
+REDACTED = "**********"
+_secret_values: set[str] = set()
+_base_factory = logging.getLogRecordFactory()
+_guard_installed = False
+
+
+def _forms(value: str) -> set[str]:
+    """A secret's value as it may show in text: itself, its key without whsec_, and JSON-escaped."""
+    forms = {value, value.removeprefix("whsec_")}
+    forms |= {form.replace("/", "\\/") for form in forms}
+    return {form for form in forms if len(form) >= 8}
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    if _secret_values:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format is logging's problem, not ours
+            return record
+        if any(secret in message for secret in _secret_values):
+            for secret in sorted(_secret_values, key=len, reverse=True):
+                message = message.replace(secret, REDACTED)
+            record.msg, record.args = message, None
+    return record
+
+
+def install_log_guard() -> None:
+    """Hold wire-dumping loggers at INFO or above and redact every known secret value from any log record."""
+    global _guard_installed
+    for name in WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.getEffectiveLevel() < logging.INFO:
+            wire.setLevel(logging.INFO)
+    if not _guard_installed:
+        _guard_installed = True
+        logging.setLogRecordFactory(_redacting_factory)
+
+
 class Secret:
-    """A string that hides itself from repr, str and format."""
+    """A string that hides itself from repr, str and format, and is redacted from any log record."""
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        _secret_values.update(_forms(value))
+        install_log_guard()
 
     def get(self) -> str:
         """The secret value, for the one place that must send it."""
@@ -128,6 +174,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read the environment; keyword arguments win over it. Invalid numbers fail naming the variable."""
+        install_log_guard()
         env = os.environ if environ is None else environ
 
         def text(name: str) -> str | None:
@@ -264,6 +311,7 @@ def read_secret(arn: str, variable: str) -> Secret:
     """A Secrets Manager secret's string, through Powertools' cache; errors name the variable, never a value."""
     from aws_lambda_powertools.utilities import parameters
 
+    install_log_guard()  # before the call: botocore at DEBUG would print the response holding the value
     try:
         value = parameters.get_secret(arn)
     except parameters.exceptions.GetParameterError as exc:

@@ -133,3 +133,32 @@ def test_webhook_senders_are_named_and_rotate_under_one_name() -> None:
         ("acme", OLD),
         ("default", ENV),
     ]
+
+
+def test_no_log_level_prints_a_secret_even_botocore_debug(secretsmanager: Any) -> None:
+    import logging
+
+    value = _whsec()
+    arn = secretsmanager.create_secret(Name="guarded", SecretString=value)["ARN"]
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    root = logging.getLogger()
+    handler = Collect(logging.DEBUG)
+    saved = root.level, logging.getLogger("botocore").level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # what Lambda's ApplicationLogLevel=DEBUG does
+    logging.getLogger("botocore").setLevel(logging.NOTSET)
+    try:
+        secret = Settings.from_env({"CITEQ_CALLBACK_SECRET_ARN": arn}).resolve_callback_secret()
+        logging.getLogger("citeq.test").debug("careless: %s and %r", secret.get(), {"k": secret.get()})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        logging.getLogger("botocore").setLevel(saved[1])
+    text = "\n".join(records)
+    assert secret.get() == value and "careless: **********" in text
+    assert value.removeprefix("whsec_") not in text
