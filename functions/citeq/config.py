@@ -94,6 +94,12 @@ def install_log_guard() -> None:
         logging.setLogRecordFactory(_redacting_factory)
 
 
+def redact(value: str) -> None:
+    """Register ``value`` (8+ characters) as a secret: from now on it shows as ********** in every log record."""
+    _secret_values.update(_forms(value))
+    install_log_guard()
+
+
 class Secret:
     """A string that hides itself from repr, str and format, and is redacted from any log record."""
 
@@ -101,8 +107,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        _secret_values.update(_forms(value))
-        install_log_guard()
+        redact(value)
 
     def get(self) -> str:
         """The secret value, for the one place that must send it."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 
+from citeq.config import redact
 from infra.emulator.plan import REALISTIC_CONTEXT_TOKENS, PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
@@ -119,6 +120,8 @@ class LocalStack:
         self.limited_assistant = "limited-only"
         self.webhook_secrets = ["whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() for _ in range(2)]
         self.callback_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        for secret in (self.api_key, self.limited_key, *self.webhook_secrets, self.callback_secret):
+            redact(secret)  # before anything (the stack's own CreateSecret calls included) can log one
         self._saved_env: dict[str, str | None] = {}
         self._motos: list[subprocess.Popen[str]] = []
         self.emulator: EmulatorProcess | None = None
