@@ -166,6 +166,11 @@ class LocalStack:
                 **self.worker_env,
             }
         )
+        # A stack started earlier in this process left Powertools' provider (a client bound to its endpoint) and
+        # its cached secret values behind: this stack's secrets are new.
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
         self._build_functions()
         self.callback = self._load("callback.app")
         self.stream = UvicornThread(self._load("stream.app").app).start()
