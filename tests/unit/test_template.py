@@ -67,12 +67,13 @@ def test_each_function_has_a_log_group_with_retention(function: str) -> None:
     )
 
 
+WRITES = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
 EXPECTED_ACTIONS = {
-    "WorkerFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+    "WorkerFunction": WRITES,
     "StreamFunction": {"dynamodb:GetItem", "dynamodb:PutItem"},
     "WebhookFunction": {"dynamodb:GetItem", "dynamodb:PutItem"},
     "CallbackFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-    "ReconcilerFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+    "ReconcilerFunction": WRITES,
     "DispatcherFunction": set(),  # reads the table's stream only
 }
 

@@ -10,6 +10,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
@@ -104,7 +105,7 @@ def _finished(store: Store, request_id: str, url: str, caller: str | None = None
     store.put_request(
         NewRequest(request_id, "a", [{"role": "user", "content": "q"}], callback={"url": url}, caller=caller)
     )
-    running = store.start(store.get(request_id))  # type: ignore[arg-type]
+    running = store.claim(store.get(request_id), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
 
 
