@@ -177,9 +177,15 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
 
 
 def validate_item(
-    number: int, record: Any, default_assistant: str | None, *, callback_allow_hosts: Sequence[str] = ()
+    number: int,
+    record: Any,
+    default_assistant: str | None,
+    *,
+    callback_allow_hosts: Sequence[str] = (),
+    callback_resolve: Callable[..., Any] | None = None,
 ) -> Item:
-    """One input record -> an Item, or ValidationError with the reason (nothing is written)."""
+    """One input record -> an Item, or ValidationError with the reason (nothing is written). With
+    ``callback_resolve`` (``socket.getaddrinfo``'s shape) a callback host resolving inside is refused too."""
     if not isinstance(record, dict):
         raise ValidationError("each line must be a JSON object")
     unknown = set(record) - KNOWN
@@ -250,7 +256,7 @@ def validate_item(
             raise ValidationError("callback_url must be a string")
         try:
             # The same parser the delivery connects with; literal internal addresses are refused here (400).
-            check_url_at_intake(callback, callback_allow_hosts)
+            check_url_at_intake(callback, callback_allow_hosts, callback_resolve)
         except UnsafeURL as exc:
             raise ValidationError(f"callback_url: {exc}") from None
     item = Item(number, custom_id, clean, assistant, options, metadata, callback)

@@ -61,7 +61,13 @@ _CALLER_KEY_CONTEXT = b"citeq-callback-signing-v1:"
 
 
 class UnsafeURL(ValueError):
-    """A callback URL that must not be called (bad syntax, scheme or port, or an internal address)."""
+    """A callback URL that must not be called (bad syntax, scheme or port, or an internal address).
+
+    ``permanent`` is False only when the host did not resolve (DNS may answer later)."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -175,10 +181,19 @@ def check_target(target: Target, allow_hosts: Sequence[str]) -> None:
         raise UnsafeURL("callback host is a non-public name")
 
 
-def check_url_at_intake(url: str, allow_hosts: Sequence[str] = ()) -> Target:
-    """Syntax, scheme, port and literal-address checks that need no DNS; raises UnsafeURL (a 400 at intake)."""
+def check_url_at_intake(
+    url: str, allow_hosts: Sequence[str] = (), resolve: Callable[..., Any] | None = None
+) -> Target:
+    """Syntax, scheme, port and literal-address checks (a 400 at intake); with ``resolve``, also a name that
+    resolves to a non-public address. A name that does not resolve (yet) passes: delivery checks again."""
     target = parse_url(url)
     check_target(target, allow_hosts)
+    if resolve is not None:
+        try:
+            resolve_target(target, allow_hosts, resolve)
+        except UnsafeURL as exc:
+            if exc.permanent:
+                raise
     return target
 
 
@@ -192,7 +207,7 @@ def resolve_target(
     try:
         infos = resolve(target.host, target.port)
     except (OSError, UnicodeError) as exc:
-        raise UnsafeURL(f"callback host does not resolve ({type(exc).__name__})") from None
+        raise UnsafeURL(f"callback host does not resolve ({type(exc).__name__})", permanent=False) from None
     addresses = []
     for info in infos:
         try:
@@ -200,7 +215,7 @@ def resolve_target(
         except (ValueError, IndexError, TypeError):
             raise UnsafeURL("callback host resolves to something that is not an IP address") from None
     if not addresses:
-        raise UnsafeURL("callback host does not resolve")
+        raise UnsafeURL("callback host does not resolve", permanent=False)
     if not _allowed(target, allow_hosts):
         for address in addresses:
             if not _public(address):
@@ -373,7 +388,7 @@ class Deliverer:
                 error = f"receiver answered {status}"
         except UnsafeURL as exc:
             error = str(exc)
-            permanent = not str(exc).startswith("callback host does not resolve")
+            permanent = exc.permanent
         except (ConfigurationError, WebhookError):
             # Never the secret nor the reason it is malformed: the operator sees that in the function's log.
             error = "the signing secret is not available"

@@ -4,7 +4,7 @@ enqueues them)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,19 @@ def new_request_id() -> str:
 
 
 def validate(
-    payload: Any, default_assistant: str | None, *, require_callback: bool = False, allow_hosts: Sequence[str] = ()
+    payload: Any,
+    default_assistant: str | None,
+    *,
+    require_callback: bool = False,
+    allow_hosts: Sequence[str] = (),
+    resolve: Callable[..., Any] | None = None,
 ) -> Item:
-    """One HTTP/webhook request body -> an Item, or ValidationError with the reason; writes nothing."""
+    """One HTTP/webhook request body -> an Item, or ValidationError with the reason; writes nothing. With
+    ``resolve`` a callback host whose name resolves to an internal address is refused here (a 400)."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
     record = {"custom_id": payload.get("custom_id") or "request", **payload}
-    item = validate_item(0, record, default_assistant, callback_allow_hosts=allow_hosts)
+    item = validate_item(0, record, default_assistant, callback_allow_hosts=allow_hosts, callback_resolve=resolve)
     if require_callback and not item.callback_url:
         raise ValidationError("callback_url is required")
     return item
@@ -50,6 +56,7 @@ def enqueue(
     require_callback: bool = False,
     caller: str | None = None,
     callback_allow_hosts: Sequence[str] = (),
+    callback_resolve: Callable[..., Any] | None = None,
 ) -> Accepted:
     """Validate one request (the fields of a batch line; ``custom_id`` optional), then store it: the write
     enqueues it (the table's stream drives the dispatcher). Nothing is written for an invalid request (an
@@ -58,7 +65,13 @@ def enqueue(
     ``caller`` ("key:…", "webhook:…") is stored with it: it scopes who may read it and which secret signs its
     callback.
     """
-    item = validate(payload, default_assistant, require_callback=require_callback, allow_hosts=callback_allow_hosts)
+    item = validate(
+        payload,
+        default_assistant,
+        require_callback=require_callback,
+        allow_hosts=callback_allow_hosts,
+        resolve=callback_resolve,
+    )
     rid = request_id or new_request_id()
     callback = {"url": item.callback_url} if item.callback_url else None
     message = RequestMessage.model_validate(

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -272,7 +273,11 @@ async def create_request(request: Request) -> Response:
         return _denied()
     try:
         payload = await _json_body(request)
-        item = intake.validate(payload, settings.assistant, allow_hosts=settings.callback_allow_hosts)
+        item = await run_in_threadpool(
+            lambda: intake.validate(
+                payload, settings.assistant, allow_hosts=settings.callback_allow_hosts, resolve=socket.getaddrinfo
+            )
+        )
         if not caller.may_use(item.assistant):
             return _error(403, f"this API key may not use assistant {item.assistant!r}", "PERMISSION_DENIED")
         accepted = await run_in_threadpool(
@@ -282,6 +287,7 @@ async def create_request(request: Request) -> Response:
                 default_assistant=settings.assistant,
                 caller=caller.id,
                 callback_allow_hosts=settings.callback_allow_hosts,
+                callback_resolve=socket.getaddrinfo,
             )
         )
     except ValidationError as exc:

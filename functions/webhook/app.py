@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import socket
 import time
 from typing import Any
 
@@ -72,6 +73,8 @@ def receive() -> Response[str]:
             require_callback=True,
             caller=caller,
             callback_allow_hosts=settings.callback_allow_hosts,
+            # A callback host resolving to an internal address is a 400 now, not a dropped delivery later.
+            callback_resolve=socket.getaddrinfo,
         )
     except ValidationError as exc:
         return _json(400, {"error": str(exc)})
