@@ -56,3 +56,18 @@ def test_only_identity_errors_suggest_checking_credentials(code: str, hint: str)
     message, exit_code = _message(StoreError(f"DynamoDB put_item failed: {code}", code=code))
     assert hint in message and exit_code == EXIT_ERROR
     assert ("credentials" in message) == (hint == "credentials")
+
+
+def test_callback_secret_prints_a_callers_own_secret_and_refuses_malformed_callers() -> None:
+    import base64
+    import random
+
+    from citeq.callbacks import caller_secret
+
+    master = "whsec_" + base64.b64encode(random.Random(9).randbytes(32)).decode()
+    factory = Factory(Settings.from_env({"CITEQ_CALLBACK_SECRET": master}))
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["callback-secret", "webhook:acme"], factory=factory, out=out, err=err) == 0
+    assert out.getvalue().strip() == caller_secret(master, "webhook:acme") != master
+    assert main(["callback-secret", "acme"], factory=factory, out=out, err=err) == EXIT_USAGE
+    assert "webhook:<sender>" in err.getvalue() and master not in err.getvalue()
