@@ -216,3 +216,59 @@ def test_one_bad_receiver_does_not_fail_the_other_callbacks_of_its_batch(
     assert [json.loads(body)["request_id"] for _, body in receiver.deliveries] == ["r-good"]
     slow = store.get("r-drip")
     assert slow is not None and slow.deliveries[-1]["error"] == "delivery failed: deadline passed"
+
+
+def _certificate(tmp_path: Any, name: str) -> tuple[str, str]:
+    """A self-signed certificate for ``name`` (PEM paths): cert, key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize(("url_host", "delivered"), [("receiver.invalid", True), ("other.invalid", False)])
+def test_https_connects_to_the_pinned_address_and_still_verifies_the_host_name(
+    aws: dict[str, str], receiver: Receiver, tmp_path: Any, url_host: str, delivered: bool
+) -> None:
+    import ssl
+
+    cert, key = _certificate(tmp_path, "receiver.invalid")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    receiver.server.socket = server_context.wrap_socket(receiver.server.socket, server_side=True)
+    client_context = ssl.create_default_context(cafile=cert)
+    store = Store(aws["ResultsTable"])
+    _finished(store, f"r-tls-{url_host}", f"https://{url_host}:{receiver.port}/cb")
+
+    def resolve(host: str, port: int) -> Any:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    deliverer = Deliverer(store, SECRET, allow_hosts=(url_host,), resolve=resolve, tls=client_context)
+    outcome = deliverer.deliver(f"r-tls-{url_host}", 1)
+    assert outcome.delivered is delivered
+    if not delivered:  # the certificate names receiver.invalid: a URL naming another host is refused
+        assert outcome.error is not None and outcome.error.startswith("delivery failed: SSL")
