@@ -16,6 +16,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
+from citeq.callbacks import caller_secret
 from citeq.cli import Factory, format_answer
 from citeq.cli import main as citeq
 from citeq.config import Settings
@@ -120,7 +121,9 @@ def streaming_and_webhook(stack: LocalStack) -> None:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received.append(Webhook(stack.callback_secret).verify(body.decode(), dict(self.headers.items())))
+            # Each sender's callbacks are signed with its own secret, derived from the callback secret.
+            secret = caller_secret(stack.callback_secret, "webhook:default")
+            received.append(Webhook(secret).verify(body.decode(), dict(self.headers.items())))
             self.send_response(204)
             self.end_headers()
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq.callbacks import Deliverer
 from citeq.config import Settings
+from citeq.errors import ConfigurationError
 from citeq.queue import Queue
 from citeq.store import Store
 
@@ -25,21 +27,32 @@ settings = Settings.from_env()
 settings.require("table", "callback_secret")
 store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
 queue = Queue(os.environ.get("CITEQ_CALLBACK_QUEUE_URL", ""))
-# The signing secret is looked up per delivery (Powertools caches a Secrets Manager secret for 5 minutes).
-deliverer = Deliverer(
-    store, lambda: settings.resolve_callback_secret().get(), allow_hosts=settings.callback_allow_hosts
-)
+# Seconds kept back from the invocation's timeout to record the last attempts and answer Lambda.
+MARGIN_SECONDS = 3.0
+
+
+def signing_secret() -> str:
+    """The callback secret, looked up per delivery (Powertools caches a Secrets Manager secret for 5 minutes) and
+    checked; an unusable one is logged at ERROR naming the setting, and the attempt is recorded as failed."""
+    try:
+        return settings.resolve_callback_secret().get()
+    except ConfigurationError as exc:
+        logger.error("callback secret unusable: %s", exc)
+        raise
+
+
+deliverer = Deliverer(store, signing_secret, allow_hosts=settings.callback_allow_hosts)
 
 
 class DeliverLater(Exception):
     """The receiver did not take it; the message comes back after the schedule's delay."""
 
 
-def handle(record: SQSRecord) -> dict[str, Any]:
-    """Deliver one callback."""
-    request_id = json.loads(record.body)["request_id"]
+def handle(record: SQSRecord, deadline: float | None = None) -> dict[str, Any]:
+    """Deliver one callback, within ``deadline`` (a time.monotonic instant) when given."""
+    request_id = str(json.loads(record.body)["request_id"])
     attempt = int(record.attributes.approximate_receive_count)
-    outcome = deliverer.deliver(request_id, attempt)
+    outcome = deliverer.deliver(request_id, attempt, deadline=deadline)
     logger.info(
         "callback attempt",
         extra={"request_id": request_id, "attempt": attempt, "status": outcome.status, "error": outcome.error},
@@ -50,8 +63,28 @@ def handle(record: SQSRecord) -> dict[str, Any]:
     return {"request_id": request_id, "delivered": outcome.delivered}
 
 
+def _one(record: SQSRecord, deadline: float) -> bool:
+    try:
+        handle(record, deadline)
+        return True
+    except DeliverLater:
+        return False
+    except Exception:
+        # One bad record (or receiver) is that record's failure, never its batch's (issue 11).
+        logger.exception("callback record failed", extra={"message_id": record.message_id})
+        return False
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Process a batch of callback messages; failures are reported per record."""
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return dict(process_partial_response(event=event, record_handler=handle, processor=processor, context=context))
+    """Deliver a batch of callbacks concurrently, each within its deadline; failures are reported per record."""
+    records = [SQSRecord(r) for r in event.get("Records", [])]
+    if not records:
+        return {"batchItemFailures": []}
+    # Concurrent, so a slow receiver costs its own deadline, not the whole batch's time; and every deadline ends
+    # before the invocation's, so no record is lost to a timeout of the function.
+    deadline = time.monotonic() + max(0.0, context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS)
+    with ThreadPoolExecutor(max_workers=len(records)) as pool:
+        done = list(pool.map(lambda r: _one(r, deadline), records))
+    failed = [record.message_id for record, ok in zip(records, done, strict=True) if not ok]
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}

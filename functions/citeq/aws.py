@@ -24,8 +24,9 @@ def translate(service: str, operation: str, exc: ClientError | BotoCoreError) ->
     """The StoreError for an AWS error (its code kept; never its message, which may echo request data)."""
     name = SERVICE_NAMES.get(service, service)
     if isinstance(exc, ClientError):
-        return StoreError(f"{name} {operation} failed: {exc.response.get('Error', {}).get('Code', '')}")
-    return StoreError(f"{name} {operation} failed: {type(exc).__name__}")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return StoreError(f"{name} {operation} failed: {code}", code=code)
+    return StoreError(f"{name} {operation} failed: {type(exc).__name__}", code=type(exc).__name__)
 
 
 def call(api: Any, service: str, operation: str, **kwargs: Any) -> Any:

@@ -13,19 +13,25 @@ import io
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from citeq.callbacks import UnsafeURL, check_url_at_intake
 from citeq.errors import StoreError, ValidationError
-from citeq.messages import ASSISTANT_NAME, Callback, RequestMessage
+from citeq.messages import ASSISTANT_NAME, RequestMessage, check_text, loads
 from citeq.queue import MAX_BODY_BYTES
 from citeq.store import NewRequest, Store
 
 # A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
 MAX_QUESTION_BYTES = 200_000
+# Everything a request stores besides its answer (question, metadata, options, ids, callback): the answer gets
+# the rest of the item (issue 11: a line with 420 KB of metadata must fail here, not in batch_write_item).
+MAX_INPUT_BYTES = 200_000
 MAX_CUSTOM_ID = 256
+# Deeper JSON than this in a line, a cell or a body is refused (issue 11: no RecursionError, no 500).
+MAX_JSON_DEPTH = 32
 # Requests stored and sent per step of a submission (a multiple of 25 and of 10: whole BatchWriteItem and
 # SendMessageBatch calls).
 SUBMIT_SLICE = 100
@@ -77,36 +83,79 @@ class Parsed:
 
 
 def _records_jsonl(text: str) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    """``(line number, record or ValidationError)`` per non-blank line.
+
+    Only ``\n`` ends a line (JSON Lines): ``str.splitlines`` would also split on U+2028, U+0085, form feeds and
+    other characters a JSON string may hold raw, breaking one record in two and shifting every line number.
+    """
+    for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, ValidationError(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            yield number, loads(line, what="the line", max_depth=MAX_JSON_DEPTH)
+        except ValidationError as exc:
+            yield number, exc
 
 
 def _json_cell(value: str, name: str) -> Any:
     try:
-        return json.loads(value)
-    except ValueError:
-        raise ValidationError(f"{name} is not valid JSON") from None
+        return loads(value, what=name, max_depth=MAX_JSON_DEPTH)
+    except ValidationError as exc:
+        raise ValidationError(f"the {name} cell: {exc.reason}") from None
+
+
+def _header(cells: list[str]) -> list[str]:
+    """Column names, or ValidationError naming each empty or repeated one (never resolved silently)."""
+    names = [cell.strip() for cell in cells]
+    problems = [f"column {i} has no name" for i, name in enumerate(names, start=1) if not name]
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names, start=1):
+        if name and name in seen:
+            problems.append(f"column {index} repeats the name {name!r} of column {seen[name]}")
+        seen.setdefault(name, index)
+    if "custom_id" not in seen:
+        problems.append("CSV needs a header row with a custom_id column")
+    if problems:
+        raise ValidationError("header: " + "; ".join(problems))
+    return names
 
 
 def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "custom_id" not in reader.fieldnames:
-        yield 1, ValidationError("CSV needs a header row with a custom_id column")
+    """``(line number, record or ValidationError)`` per data row; a row's number is the line it starts on.
+
+    Spreadsheets write rows of empty cells (Excel's ``,,``) for blank lines: those are skipped like blank lines.
+    """
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            header = next(reader, None)
+        if header is None:
+            yield 1, ValidationError("CSV needs a header row with a custom_id column")
+            return
+        names = _header(header)
+    except (csv.Error, ValidationError) as exc:
+        yield max(reader.line_num, 1), exc if isinstance(exc, ValidationError) else ValidationError(f"CSV: {exc}")
         return
-    for row in reader:
-        number = reader.line_num
+    while True:
+        number = reader.line_num + 1
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:
+            yield number, ValidationError(f"CSV: {exc}")
+            return
+        if cells is None:
+            return
+        if not any(cell.strip() for cell in cells):
+            continue
         record: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         try:
-            for key, value in row.items():
-                if key is None:
-                    raise ValidationError("row has more cells than the header")
-                if value is None or value == "":
+            if len(cells) > len(names) and any(cell.strip() for cell in cells[len(names) :]):
+                raise ValidationError("row has more cells than the header")
+            for key, value in zip(names, cells, strict=False):
+                if value == "":
                     continue
                 if key in ("messages", "filter", "metadata"):
                     record[key] = _json_cell(value, key)
@@ -127,13 +176,24 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
         yield number, record
 
 
-def validate_item(number: int, record: Any, default_assistant: str | None) -> Item:
-    """One input record -> an Item, or ValidationError with the reason."""
+def validate_item(
+    number: int,
+    record: Any,
+    default_assistant: str | None,
+    *,
+    callback_allow_hosts: Sequence[str] = (),
+    callback_resolve: Callable[..., Any] | None = None,
+) -> Item:
+    """One input record -> an Item, or ValidationError with the reason (nothing is written). With
+    ``callback_resolve`` (``socket.getaddrinfo``'s shape) a callback host resolving inside is refused too."""
     if not isinstance(record, dict):
         raise ValidationError("each line must be a JSON object")
     unknown = set(record) - KNOWN
     if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    # Before anything else looks at the strings: a lone surrogate makes pydantic, json.dumps(ensure_ascii=False)
+    # and boto3 raise deep inside a submission, and SQS refuses U+FFFE half way through one (issue 11).
+    check_text(record)
     custom_id = record.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id.strip():
         raise ValidationError("custom_id is required (a non-empty string)")
@@ -192,15 +252,56 @@ def validate_item(number: int, record: Any, default_assistant: str | None) -> It
         raise ValidationError("metadata must be a JSON object")
     callback = record.get("callback_url")
     if callback is not None:
+        if not isinstance(callback, str):
+            raise ValidationError("callback_url must be a string")
         try:
-            Callback(url=callback)
-        except ValueError:
-            raise ValidationError("callback_url must be an http(s) URL") from None
-    return Item(number, custom_id, clean, assistant, options, metadata, callback)
+            # The same parser the delivery connects with; literal internal addresses are refused here (400).
+            check_url_at_intake(callback, callback_allow_hosts, callback_resolve)
+        except UnsafeURL as exc:
+            raise ValidationError(f"callback_url: {exc}") from None
+    item = Item(number, custom_id, clean, assistant, options, metadata, callback)
+    check_item_size(item)
+    return item
 
 
-def parse(text: str, *, fmt: str, default_assistant: str | None) -> Parsed:
-    """Validate every line; duplicates of a custom_id are errors on the later lines."""
+def stored_input_bytes(item: Item) -> int:
+    """Bytes the request's input takes in its DynamoDB item and SQS message (UTF-8 JSON, as stored)."""
+    return len(
+        json.dumps(
+            [item.custom_id, item.assistant, item.messages, item.options, item.metadata, item.callback_url],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+    )
+
+
+def check_item_size(item: Item) -> None:
+    """Raise ValidationError when an item's stored input (question+metadata+options+ids) exceeds MAX_INPUT_BYTES."""
+    size = stored_input_bytes(item)
+    if size > MAX_INPUT_BYTES:
+        raise ValidationError(
+            f"the request (question, metadata and options) is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,} "
+            "(it is stored with its answer in one 400 KB DynamoDB item)"
+        )
+
+
+def validate(parsed: Parsed) -> None:
+    """Raise InvalidInput (every line's reason) unless each item can travel and be stored; call before writing."""
+    errors = list(parsed.errors)
+    for item in parsed.items:
+        try:
+            check_text([item.custom_id, item.assistant, item.messages, item.options, item.metadata, item.callback_url])
+            check_item_size(item)
+        except ValidationError as exc:
+            errors.append(LineError(item.line, exc.reason))
+    if errors:
+        raise InvalidInput(sorted(errors, key=lambda e: e.line))
+
+
+def parse(
+    text: str, *, fmt: str, default_assistant: str | None, callback_allow_hosts: Sequence[str] = ()
+) -> Parsed:
+    """Validate every line (numbered from 1); duplicates of a custom_id are errors on the later lines."""
     records = _records_csv(text) if fmt == "csv" else _records_jsonl(text)
     parsed = Parsed()
     seen: dict[str, int] = {}
@@ -208,7 +309,7 @@ def parse(text: str, *, fmt: str, default_assistant: str | None) -> Parsed:
         try:
             if isinstance(record, ValidationError):
                 raise record
-            item = validate_item(number, record, default_assistant)
+            item = validate_item(number, record, default_assistant, callback_allow_hosts=callback_allow_hosts)
             if item.custom_id in seen:
                 raise ValidationError(f"custom_id {item.custom_id!r} already used on line {seen[item.custom_id]}")
             seen[item.custom_id] = number
@@ -220,15 +321,22 @@ def parse(text: str, *, fmt: str, default_assistant: str | None) -> Parsed:
     return parsed
 
 
-def read(path: str | Path, *, fmt: str | None = None, default_assistant: str | None = None) -> Parsed:
+def read(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    default_assistant: str | None = None,
+    callback_allow_hosts: Sequence[str] = (),
+) -> Parsed:
     """Read and validate a JSONL or CSV file (format from ``fmt`` or the extension)."""
     path = Path(path)
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # Bytes, not read_text: universal newlines would turn a lone CR (JSON whitespace) into a line end.
+        text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"cannot read {path}: {exc}") from None
-    return parse(text, fmt=fmt, default_assistant=default_assistant)
+    return parse(text, fmt=fmt, default_assistant=default_assistant, callback_allow_hosts=callback_allow_hosts)
 
 
 @dataclass(frozen=True)

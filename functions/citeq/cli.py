@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from citeq import batch, dlq, export
+from citeq.callbacks import caller_secret
 from citeq.citations import MarkerFound, TextDelta
 from citeq.client import AssistantClient
 from citeq.config import Settings
@@ -147,7 +149,12 @@ def _batch(factory: Factory, batch_id: str) -> BatchInfo:
 
 
 def _submit(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
-    parsed = batch.read(args.file, fmt=args.format, default_assistant=args.assistant or factory.settings.assistant)
+    parsed = batch.read(
+        args.file,
+        fmt=args.format,
+        default_assistant=args.assistant or factory.settings.assistant,
+        callback_allow_hosts=factory.settings.callback_allow_hosts,
+    )
     result = batch.submit(
         parsed,
         store=factory.store(),
@@ -267,6 +274,17 @@ def _dlq_redrive(args: argparse.Namespace, factory: Factory, out: TextIO) -> int
     return EXIT_OK
 
 
+def _callback_secret(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    # Printed on purpose, for the operator to hand to that caller (never logged).
+    if not CALLER.match(args.caller):
+        raise ValidationError("a caller is webhook:<sender> or key:<16 hex digits of the key's SHA-256>")
+    out.write(caller_secret(factory.settings.resolve_callback_secret().get(), args.caller) + "\n")
+    return EXIT_OK
+
+
+CALLER = re.compile(r"^(webhook:[a-z0-9][a-z0-9_-]{0,62}|key:[0-9a-f]{16})\Z")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
     parser = argparse.ArgumentParser(prog="citeq", description="Cited answers at scale from a Pinecone Assistant.")
@@ -320,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     redrive = dead.add_parser("redrive", help="move DLQ messages back to the queue (failed requests are retried)")
     redrive.add_argument("--limit", type=int, default=1000)
     redrive.set_defaults(run=_dlq_redrive)
+
+    secret = commands.add_parser(
+        "callback-secret", help="the secret a caller verifies its callbacks with (from CITEQ_CALLBACK_SECRET[_ARN])"
+    )
+    secret.add_argument("caller", help="webhook:<sender> (webhook:default when unnamed) or key:<16 hex>")
+    secret.set_defaults(run=_callback_secret)
     return parser
 
 
@@ -329,7 +353,9 @@ def _message(exc: CiteqError) -> tuple[str, int]:
     if isinstance(exc, ValidationError):
         return f"invalid input: {exc}", EXIT_USAGE
     if isinstance(exc, StoreError):
-        return f"AWS: {exc} (check AWS credentials, CITEQ_TABLE and CITEQ_QUEUE_URL)", EXIT_ERROR
+        # Only an identity problem earns the credentials hint; bad input is refused before any write (issue 11).
+        hint = " (check AWS credentials and region)" if exc.credentials else " (check CITEQ_TABLE and CITEQ_QUEUE_URL)"
+        return f"AWS: {exc}{hint}", EXIT_ERROR
     if isinstance(exc, AuthenticationError):
         return "the assistant rejected the API key (check PINECONE_API_KEY)", EXIT_ERROR
     if isinstance(exc, NotFoundError):

@@ -34,6 +34,7 @@ from citeq.errors import (
     ValidationError,
     status_error,
 )
+from citeq.messages import ASSISTANT_NAME
 from citeq.models import Answer, ParsedContent, UsageDict, usage_from
 from citeq.retry import RetryPolicy, retry_delay, should_retry
 from citeq.sse import SSEDecoder
@@ -44,6 +45,8 @@ T = TypeVar("T")
 MAX_ERROR_BODY = 4096
 # An attempt needs at least this long before the deadline to be worth starting.
 MIN_ATTEMPT_SECONDS = 2.0
+# Discovered data-plane hosts kept per client (one per assistant name seen).
+MAX_CACHED_HOSTS = 256
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ def messages_for(
     """Messages from a question or a message list, validated as the service would (clear errors, no call)."""
     if (question is None) == (messages is None):
         raise ValidationError("give exactly one of question or messages")
+    if messages is not None and (
+        not isinstance(messages, list | tuple) or not all(isinstance(m, Mapping) for m in messages)
+    ):
+        # A body's "messages": "abc" or [1] is the caller's mistake, never a 500 (issue 11).
+        raise ValidationError("messages must be a list of objects with role and content")
     items = [{"role": "user", "content": question}] if question is not None else [dict(m) for m in messages or ()]
     if not items:
         raise ValidationError("messages must not be empty")
@@ -242,6 +250,9 @@ class AssistantClient:
         """The assistant's data-plane host: ``CITEQ_ASSISTANT_HOST``, else discovered once and cached."""
         if self.settings.assistant_host:
             return self.settings.assistant_host
+        if not ASSISTANT_NAME.match(assistant):
+            # Before anything goes upstream: a name like '..' or 'a/b' must not become a path (issue 11).
+            raise ValidationError(f"assistant name {assistant[:80]!r} is not valid (1-63 lowercase letters, digits, -)")
         host = self._hosts.get(assistant)
         if host is None:
             url = f"{self.settings.pinecone_host}/assistant/assistants/{quote(assistant, safe='')}"
@@ -257,6 +268,9 @@ class AssistantClient:
                 return found if "://" in found else f"https://{found}"
 
             host = self._retrying(describe, deadline, f"describe {assistant}").rstrip("/")
+            if len(self._hosts) >= MAX_CACHED_HOSTS:
+                # Bounded: the oldest entry goes (dicts keep insertion order), so no caller can grow it without end.
+                self._hosts.pop(next(iter(self._hosts)), None)
             self._hosts[assistant] = host
         return host
 
@@ -364,6 +378,31 @@ def answer_from_completion(payload: Any) -> Answer:
         raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
 
 
+# What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.
+STREAM_ERROR_STATUS = 500
+
+
+def error_event(data: str, event: str = "message") -> APIStatusError | None:
+    """The service's error sent as a stream event (``{"error": {"code", "message"}, "status"}`` as data, or an
+    ``event: error``) -> the matching citeq error carrying its message and code; None for any other event."""
+    try:
+        payload: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        payload = None
+    if isinstance(payload, dict) and "error" in payload and not payload.get("choices"):
+        error = payload["error"]
+        detail = error if isinstance(error, dict) else {"message": error}
+        status = payload.get("status", detail.get("status"))
+        code = detail.get("code") if isinstance(detail.get("code"), str) else None
+        message = str(detail.get("message") or code or "the service reported an error in the stream")[:MAX_ERROR_BODY]
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            status = STREAM_ERROR_STATUS
+        return status_error(status, message, code=code)
+    if event == "error":
+        return status_error(STREAM_ERROR_STATUS, data[:MAX_ERROR_BODY] or "the service reported an error in the stream")
+    return None
+
+
 def parse_chunk(data: str) -> StreamChunk | None:
     """One ``data:`` payload -> a typed chunk; None for a payload that is not a JSON chunk (logged, skipped).
 
@@ -434,6 +473,10 @@ class ChatStream:
                 for event in decoder.feed(data):
                     if event.data.strip() == "[DONE]":
                         return
+                    # An error object is the service's answer, not a broken connection: raised as its status error
+                    # (so it is neither reopened before content nor reported as StreamBroken after it; issue 11).
+                    if (failure := error_event(event.data, event.event)) is not None:
+                        raise failure
                     if (chunk := parse_chunk(event.data)) is not None:
                         yield chunk
             for event in decoder.close_events():

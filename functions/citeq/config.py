@@ -9,12 +9,15 @@ functions within that time).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from citeq.errors import ConfigurationError
+from citeq.errors import ConfigurationError, WebhookError
+from citeq.webhooks import secret_bytes
 
 # Environment variable names, in one place.
 PINECONE_API_KEY = "PINECONE_API_KEY"
@@ -50,13 +53,63 @@ DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
 DEFAULT_API_VERSION = "2026-07"
 
 
+# Libraries whose DEBUG output is wire dumps: botocore prints whole responses (a GetSecretValue's SecretString),
+# request headers and credentials; urllib3 prints URLs. Lambda's ApplicationLogLevel=DEBUG lowers the root
+# logger, which these inherit, so they are held at INFO whatever the root says (issue 11).
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "aiobotocore")
+REDACTED = "**********"
+_secret_values: set[str] = set()
+_base_factory = logging.getLogRecordFactory()
+_guard_installed = False
+
+
+def _forms(value: str) -> set[str]:
+    """A secret's value as it may show in text: itself, its key without whsec_, and JSON-escaped."""
+    forms = {value, value.removeprefix("whsec_")}
+    forms |= {form.replace("/", "\\/") for form in forms}
+    return {form for form in forms if len(form) >= 8}
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    if _secret_values:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format is logging's problem, not ours
+            return record
+        if any(secret in message for secret in _secret_values):
+            for secret in sorted(_secret_values, key=len, reverse=True):
+                message = message.replace(secret, REDACTED)
+            record.msg, record.args = message, None
+    return record
+
+
+def install_log_guard() -> None:
+    """Hold wire-dumping loggers at INFO or above and redact every known secret value from any log record."""
+    global _guard_installed
+    for name in WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.getEffectiveLevel() < logging.INFO:
+            wire.setLevel(logging.INFO)
+    if not _guard_installed:
+        _guard_installed = True
+        logging.setLogRecordFactory(_redacting_factory)
+
+
+def redact(value: str) -> None:
+    """Register ``value`` (8+ characters) as a secret: from now on it shows as ********** in every log record."""
+    _secret_values.update(_forms(value))
+    install_log_guard()
+
+
 class Secret:
-    """A string that hides itself from repr, str and format."""
+    """A string that hides itself from repr, str and format, and is redacted from any log record."""
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        redact(value)
 
     def get(self) -> str:
         """The secret value, for the one place that must send it."""
@@ -132,6 +185,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read the environment; keyword arguments win over it. Invalid numbers fail naming the variable."""
+        install_log_guard()
         env = os.environ if environ is None else environ
 
         def text(name: str) -> str | None:
@@ -217,16 +271,45 @@ class Settings:
         return _value_or_secret(self.api_key, self.api_key_secret, PINECONE_API_KEY, API_KEY_SECRET)
 
     def resolve_callback_secret(self) -> Secret:
-        """The secret that signs callbacks: from the environment, else from Secrets Manager."""
-        return _value_or_secret(self.callback_secret, self.callback_secret_arn, CALLBACK_SECRET, CALLBACK_SECRET_ARN)
+        """The secret that signs callbacks, checked (Standard Webhooks, 24-64 bytes); ConfigurationError naming
+        the setting when missing, unreadable or malformed."""
+        secret = _value_or_secret(self.callback_secret, self.callback_secret_arn, CALLBACK_SECRET, CALLBACK_SECRET_ARN)
+        _check(secret, f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN})")
+        return secret
+
+    def resolve_webhook_senders(self) -> list[tuple[str, Secret]]:
+        """``(sender, secret)`` pairs inbound webhooks may be signed with: entries ``[sender=]whsec_…``, several
+        per sender during a rotation (no name: ``default``); each checked like the callback secret."""
+        joined = _value_or_secret(self.webhook_secrets, self.webhook_secrets_arn, WEBHOOK_SECRETS, WEBHOOK_SECRETS_ARN)
+        setting = f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN})"
+        found = []
+        for number, part in enumerate((p.strip() for p in joined.get().split(",") if p.strip()), start=1):
+            name, equals, value = part.partition("=")
+            if equals and _SENDER.match(name):
+                sender, secret = name, Secret(value.strip())
+            else:
+                sender, secret = "default", Secret(part)
+            _check(secret, f"{setting}, entry {number}")
+            found.append((sender, secret))
+        if not found:
+            raise ConfigurationError(f"{setting} holds no secret")
+        return found
 
     def resolve_webhook_secrets(self) -> list[Secret]:
-        """The secrets inbound webhooks may be signed with (several while one is being rotated)."""
-        joined = _value_or_secret(self.webhook_secrets, self.webhook_secrets_arn, WEBHOOK_SECRETS, WEBHOOK_SECRETS_ARN)
-        found = [Secret(part.strip()) for part in joined.get().split(",") if part.strip()]
-        if not found:
-            raise ConfigurationError(f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN}) holds no secret")
-        return found
+        """The secrets inbound webhooks may be signed with (several while one is being rotated), each checked."""
+        return [secret for _, secret in self.resolve_webhook_senders()]
+
+
+# A webhook sender's name in ``sender=whsec_…`` (never starts with whsec_, so base64 padding is not mistaken).
+_SENDER = re.compile(r"^(?!whsec_)[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _check(secret: Secret, setting: str) -> None:
+    """ConfigurationError naming ``setting`` (never the value) unless ``secret`` is a usable whsec_ secret."""
+    try:
+        secret_bytes(secret.get())
+    except WebhookError as exc:
+        raise ConfigurationError(f"{setting} is not a usable Standard Webhooks secret: {exc}") from None
 
 
 def _value_or_secret(value: Secret | None, arn: str | None, value_name: str, arn_name: str) -> Secret:
@@ -241,6 +324,7 @@ def read_secret(arn: str, variable: str) -> Secret:
     """A Secrets Manager secret's string, through Powertools' cache; errors name the variable, never a value."""
     from aws_lambda_powertools.utilities import parameters
 
+    install_log_guard()  # before the call: botocore at DEBUG would print the response holding the value
     try:
         value = parameters.get_secret(arn)
     except parameters.exceptions.GetParameterError as exc:

@@ -173,9 +173,39 @@ def status_error(
 
 
 class StoreError(CiteqError):
-    """DynamoDB or SQS failed; retryable unless a subclass says otherwise."""
+    """DynamoDB or SQS failed; retryable unless a subclass says otherwise. ``code`` is AWS's error code (or the
+    botocore exception's name) when there is one."""
 
     retryable = True
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def credentials(self) -> bool:
+        """Whether AWS refused who is calling (not what was sent): the one case to suggest checking credentials."""
+        return self.code in CREDENTIAL_CODES
+
+
+# AWS error codes (and botocore exception names) that mean the caller's identity or rights, not the request.
+CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "NoRegionError",
+    }
+)
 
 
 class ItemTooLarge(StoreError):

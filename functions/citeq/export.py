@@ -1,4 +1,9 @@
-"""Batch results in input order, as JSON Lines or CSV (citations flattened readably)."""
+"""Batch results in input order, as JSON Lines or CSV (citations flattened readably).
+
+CSV is opened in spreadsheets, so no cell may start a formula (OWASP "CSV Injection": a cell beginning with
+``=``, ``+``, ``-``, ``@``, tab or CR is prefixed with ``'``, which spreadsheets show as text and hide). citeq's own
+citation cells read ``pos 17: [1] file.pdf (pp. 2)`` so they never need the prefix.
+"""
 
 from __future__ import annotations
 
@@ -34,12 +39,23 @@ def jsonl_lines(items: Iterable[RequestItem]) -> Iterator[str]:
         yield json.dumps(item.result(), ensure_ascii=False) + "\n"
 
 
+# OWASP CSV-injection rule: the characters a spreadsheet reads as the start of a formula (or a DDE payload).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A string cell that cannot start a formula (prefixed with ``'`` when it would); other values unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _pages(pages: list[int]) -> str:
     return f" (pp. {', '.join(map(str, pages))})" if pages else ""
 
 
 def flatten(answer: dict[str, Any] | None) -> dict[str, Any]:
-    """The CSV cells of an answer: text, ``@position: file (pp. …)`` citations, numbered references."""
+    """The CSV cells of an answer: text, ``pos <position>: [n] file (pp. …)`` citations, numbered references."""
     if not answer:
         return {
             "answer": "",
@@ -61,7 +77,7 @@ def flatten(answer: dict[str, Any] | None) -> dict[str, Any]:
             if file and file.get("signed_url"):
                 urls.setdefault(name, file["signed_url"])
             parts.append(f"[{number}] {name}{_pages(ref.get('pages') or [])}")
-        cites.append(f"@{citation['position']}: " + "; ".join(parts))
+        cites.append(f"pos {citation['position']}: " + "; ".join(parts))
     usage = answer.get("usage") or {}
     return {
         "answer": answer["message"]["content"],
@@ -80,19 +96,18 @@ def write_csv(items: Iterable[RequestItem], out: TextIO) -> int:
     rows = 0
     for item in items:
         error = item.error or {}
-        writer.writerow(
-            {
-                "custom_id": item.custom_id,
-                "request_id": item.request_id,
-                "status": item.status,
-                "attempts": item.attempts,
-                "latency_ms": item.latency_ms if item.latency_ms is not None else "",
-                "error_type": error.get("type", ""),
-                "error_message": error.get("message", ""),
-                "http_status": error.get("http_status") or "",
+        row = {
+            "custom_id": item.custom_id,
+            "request_id": item.request_id,
+            "status": item.status,
+            "attempts": item.attempts,
+            "latency_ms": item.latency_ms if item.latency_ms is not None else "",
+            "error_type": error.get("type", ""),
+            "error_message": error.get("message", ""),
+            "http_status": error.get("http_status") or "",
                 **flatten(item.answer),
-            }
-        )
+        }
+        writer.writerow({name: safe_cell(value) for name, value in row.items()})
         rows += 1
     return rows
 

@@ -115,6 +115,9 @@ class NewRequest:
     seq: int | None = None
     metadata: dict[str, Any] | None = None
     callback: dict[str, Any] | None = None
+    # Who created it ("key:<16 hex>" for a stream API key, "webhook:<sender>"): scopes reads, picks the
+    # callback signing secret (issue 11).
+    caller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class RequestItem:
     failures: int = 0
     deferrals: int = 0
     callback_done: int | None = None
+    caller: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Attr]) -> RequestItem:
@@ -187,6 +191,7 @@ class RequestItem:
             failures=_get_n(item, "failures") or 0,
             deferrals=_get_n(item, "deferrals") or 0,
             callback_done=_get_n(item, "callback_done"),
+            caller=_get_s(item, "caller"),
         )
 
     def lease_live(self, now: float) -> bool:
@@ -397,6 +402,8 @@ class Store:
             item["metadata"] = _j(request.metadata)
         if request.callback:
             item["callback"] = _j(request.callback)
+        if request.caller:
+            item["caller"] = _s(request.caller)
         return item
 
     def put_request(self, request: NewRequest, *, dispatch: str | None = None) -> bool:

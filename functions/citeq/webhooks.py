@@ -17,17 +17,25 @@ from citeq.errors import WebhookError
 
 TOLERANCE_SECONDS = 300
 PREFIX = "whsec_"
+# Standard Webhooks: "secrets should be between 24 bytes (192 bits) and 64 bytes (512 bits)", random.
+MIN_SECRET_BYTES = 24
+MAX_SECRET_BYTES = 64
 
 
 def secret_bytes(secret: str) -> bytes:
-    """The key bytes of a ``whsec_…`` secret."""
+    """The key bytes of a ``whsec_…`` secret; WebhookError (never echoing it) unless base64 of 24-64 bytes."""
     raw = secret.removeprefix(PREFIX)
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise WebhookError("a webhook secret must be 'whsec_' followed by base64") from None
-    if not key:
-        raise WebhookError("a webhook secret must not be empty")
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        raise WebhookError(
+            f"a webhook secret must hold {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes; this one has {len(key)}"
+        )
+    if len(set(key)) < 8:
+        # All-zero or repeated-byte keys decode fine but are not random (a placeholder left in place).
+        raise WebhookError("a webhook secret must be random bytes, not a repeated pattern")
     return key
 
 
@@ -56,24 +64,40 @@ def verify(
     tolerance: int = TOLERANCE_SECONDS,
 ) -> str:
     """Check a delivery against any of ``secrets``; returns the webhook id, or raises WebhookError."""
-    lowered = {k.lower(): v for k, v in headers.items()}
+    return verify_sender([("", secret) for secret in secrets], headers, body, now=now, tolerance=tolerance)[1]
+
+
+def verify_sender(
+    senders: Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> tuple[str, str]:
+    """Check a delivery against ``(sender, secret)`` pairs; returns ``(sender, webhook id)`` of the first whose
+    secret signed it, or raises WebhookError saying why not."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
     msg_id = lowered.get("webhook-id", "")
     stamp = lowered.get("webhook-timestamp", "")
     signatures = lowered.get("webhook-signature", "")
     if not msg_id or not stamp or not signatures:
         raise WebhookError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise WebhookError("webhook-timestamp must be an integer (seconds since the epoch)") from None
+    if not (msg_id + stamp + signatures).isascii():
+        raise WebhookError("webhook headers must be ASCII")
+    if not stamp.strip().isdigit() or len(stamp.strip()) > 12:
+        raise WebhookError("webhook-timestamp must be an integer (seconds since the epoch)")
+    timestamp = int(stamp)
     if timestamp < now - tolerance:
         raise WebhookError("webhook-timestamp is too old")
     if timestamp > now + tolerance:
         raise WebhookError("webhook-timestamp is in the future")
     offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
-    for secret in secrets:
+    for sender, secret in senders:
+        # A malformed configured secret raises WebhookError here too; config checks secrets at load so that the
+        # operator hears of it (503) instead of the sender being told its signature is wrong.
         expected = signature(secret, msg_id, timestamp, body).split(",", 1)[1]
         # Compare against every offered signature without stopping early: constant time per candidate.
-        if any(hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in offered):
-            return msg_id
+        if any([hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in offered]):
+            return sender, msg_id
     raise WebhookError("no webhook-signature matches")

@@ -12,9 +12,12 @@ Routes:
     GET  /v1/requests/{id}                         the stored result or its status
     GET  /v1/requests/{id}/stream                  SSE: status while queued/running, the answer text in chunks,
                                                    the citations, done; heartbeat every 15 s; Last-Event-ID
+    GET  /v1/callback-secret                       this key's own callback signing secret (whsec_...)
     GET  /healthz
-Auth: ``Authorization: Bearer <key>`` (or ``Api-Key``) checked against CITEQ_API_KEY_HASHES (SHA-256 hex,
-comma-separated) in constant time; the function URL's own AuthType is set in template.yaml.
+Auth: ``Authorization: Bearer <key>`` (or ``Api-Key``) checked against CITEQ_API_KEY_HASHES in constant time:
+comma-separated entries ``<sha256 hex>`` or ``<sha256 hex>:<assistant>|<assistant>`` (a key limited to those
+assistants). No entries means closed: every route but /healthz answers 401. A key sees only the requests it
+created (others are 404, as if they did not exist). The function URL's own AuthType is set in template.yaml.
 """
 
 from __future__ import annotations
@@ -23,9 +26,13 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,14 +42,53 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from citeq import intake
+from citeq.callbacks import caller_secret
 from citeq.client import AssistantClient
 from citeq.config import Settings
-from citeq.errors import APIStatusError, CiteqError, ValidationError
+from citeq.errors import APIStatusError, CiteqError, ConfigurationError, ValidationError
+from citeq.messages import ASSISTANT_NAME, check_text, loads
 from citeq.sse import comment, encode
-from citeq.store import TERMINAL, Store
+from citeq.store import TERMINAL, RequestItem, Store
 
 settings = Settings.from_env()
-KEY_HASHES = [h.strip().lower() for h in os.environ.get("CITEQ_API_KEY_HASHES", "").split(",") if h.strip()]
+log = logging.getLogger("citeq.stream")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An API key as configured: its id (``key:`` + 16 hex of its hash) and the assistants it may use (None: any)."""
+
+    id: str
+    digest: str
+    assistants: frozenset[str] | None = None
+
+    def may_use(self, assistant: str) -> bool:
+        """Whether this key may ask ``assistant``."""
+        return self.assistants is None or assistant in self.assistants
+
+
+def parse_keys(text: str) -> list[Caller]:
+    """``<sha256 hex>[:<assistant>|<assistant>...]`` entries, comma-separated -> Callers; malformed entries raise
+    ConfigurationError naming the variable (never a key)."""
+    callers = []
+    for number, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), start=1):
+        digest, _, limit = entry.partition(":")
+        digest = digest.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigurationError(f"CITEQ_API_KEY_HASHES entry {number} is not a SHA-256 hex digest")
+        assistants = None
+        if limit.strip():
+            names = frozenset(n.strip() for n in limit.split("|") if n.strip())
+            if not all(ASSISTANT_NAME.match(n) for n in names):
+                raise ConfigurationError(f"CITEQ_API_KEY_HASHES entry {number} names an invalid assistant")
+            assistants = names
+        callers.append(Caller("key:" + digest[:16], digest, assistants))
+    return callers
+
+
+KEYS = parse_keys(os.environ.get("CITEQ_API_KEY_HASHES", ""))
+if not KEYS:
+    log.warning("CITEQ_API_KEY_HASHES is empty: every route but /healthz answers 401")
 HEARTBEAT_SECONDS = float(os.environ.get("CITEQ_HEARTBEAT_SECONDS", "15"))
 POLL_SECONDS = 0.25
 TEXT_CHUNK = 200
@@ -72,21 +118,48 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def authorized(request: Request) -> bool:
-    """Whether the request carries one of the configured keys (always, when none are configured)."""
-    if not KEY_HASHES:
-        return True
+def authorized(request: Request) -> Caller | None:
+    """The configured key the request carries, or None (always None when no keys are configured: closed)."""
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("api-key", "")
-    if not key:
-        return False
+    if not key or not KEYS:
+        return None
     offered = hash_key(key).encode()
-    return any([hmac.compare_digest(offered, known.encode()) for known in KEY_HASHES])
+    # Compare with every configured digest (no early exit), so timing does not tell which one matched.
+    matches = [caller for caller in KEYS if hmac.compare_digest(offered, caller.digest.encode())]
+    return matches[0] if matches else None
+
+
+def _assistant_error(caller: Caller, name: str) -> JSONResponse | None:
+    """400 for a name outside the service's pattern, 403 for one this key may not use; None when fine."""
+    if not ASSISTANT_NAME.match(name):
+        return _error(400, "assistant name must be 1-63 lowercase letters, digits or '-'")
+    if not caller.may_use(name):
+        return _error(403, f"this API key may not use assistant {name!r}", "PERMISSION_DENIED")
+    return None
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body; ValidationError for invalid, non-UTF-8 or too deeply nested JSON, or for text the
+    service could not take (lone surrogates, U+FFFE): a 400."""
+    body = loads(await request.body(), what="request body")
+    check_text(body)
+    return body
 
 
 def _error(status: int, message: str, code: str = "INVALID_ARGUMENT") -> JSONResponse:
     """Errors in the assistant's own shape, so SDKs report them as they would the service's."""
     return JSONResponse({"error": {"code": code, "message": message}, "status": status}, status_code=status)
+
+
+def _stream_error(exc: CiteqError) -> dict[str, Any]:
+    """A failure after a stream began, in the service's error shape (its own status and code when it sent one)."""
+    if isinstance(exc, APIStatusError):
+        log.info("upstream stream error %s %s", exc.status, exc.code)
+        return {"error": {"code": exc.code or "UNKNOWN", "message": exc.message}, "status": exc.status}
+    log.warning("upstream stream failed: %s", type(exc).__name__)
+    message = f"the assistant stream failed: {type(exc).__name__}"
+    return {"error": {"code": "UNAVAILABLE", "message": message}, "status": 502}
 
 
 def _denied() -> JSONResponse:
@@ -116,15 +189,19 @@ def _completion_body(answer: Any) -> dict[str, Any]:
 
 async def chat_completions(request: Request) -> Response:
     """Proxy to the assistant; streamed or default."""
-    if not authorized(request):
+    caller = authorized(request)
+    if caller is None:
         return _denied()
+    name = request.path_params["name"]
+    refused = _assistant_error(caller, name)
+    if refused is not None:
+        return refused
     try:
-        body = await request.json()
-    except ValueError:
-        return _error(400, "request body is not valid JSON")
+        body = await _json_body(request)
+    except ValidationError as exc:
+        return _error(400, exc.reason)
     if not isinstance(body, dict):
         return _error(400, "request body must be a JSON object")
-    name = request.path_params["name"]
     kwargs = {
         "messages": body.get("messages"),
         "assistant": name,
@@ -155,6 +232,10 @@ async def chat_completions(request: Request) -> Response:
             answer = await run_in_threadpool(stream.answer)
             final = {"id": answer.id, "choices": [], "model": answer.model, "citeq": answer.to_dict()}
             yield b"data: " + json.dumps(final).encode() + b"\n\n"
+        except CiteqError as exc:
+            # Mid-stream the status line has gone: the error travels as the service's own error object, which
+            # SDKs raise, instead of a dropped connection and a traceback in the logs (issue 11).
+            yield b"data: " + json.dumps(_stream_error(exc)).encode() + b"\n\n"
         finally:
             # Runs when the client disconnects too (the response task is cancelled): closing the upstream
             # connection now stops the assistant's work instead of leaving it to the garbage collector.
@@ -168,9 +249,13 @@ async def chat_completions(request: Request) -> Response:
 async def describe_assistant(request: Request) -> Response:
     """Describe-assistant for SDKs pointed at this URL: the data-plane host is this app itself, so their chat
     calls come here too (and the Pinecone key never leaves the function)."""
-    if not authorized(request):
+    caller = authorized(request)
+    if caller is None:
         return _denied()
     name = request.path_params["name"]
+    refused = _assistant_error(caller, name)
+    if refused is not None:
+        return refused
     return JSONResponse(
         {
             "name": name,
@@ -184,26 +269,61 @@ async def describe_assistant(request: Request) -> Response:
 
 
 async def create_request(request: Request) -> Response:
-    """Enqueue one question -> 202 with its request id."""
-    if not authorized(request):
+    """Enqueue one question -> 202 with its request id (stored with this key as its caller)."""
+    caller = authorized(request)
+    if caller is None:
         return _denied()
     try:
-        payload = await request.json()
-        accepted = await run_in_threadpool(
-            lambda: intake.enqueue(payload, store=store(), default_assistant=settings.assistant)
+        payload = await _json_body(request)
+        item = await run_in_threadpool(
+            lambda: intake.validate(
+                payload, settings.assistant, allow_hosts=settings.callback_allow_hosts, resolve=socket.getaddrinfo
+            )
         )
-    except ValueError:
-        return _error(400, "request body is not valid JSON")
+        if not caller.may_use(item.assistant):
+            return _error(403, f"this API key may not use assistant {item.assistant!r}", "PERMISSION_DENIED")
+        accepted = await run_in_threadpool(
+            lambda: intake.enqueue(
+                payload,
+                store=store(),
+                default_assistant=settings.assistant,
+                caller=caller.id,
+                callback_allow_hosts=settings.callback_allow_hosts,
+                callback_resolve=socket.getaddrinfo,
+            )
+        )
     except ValidationError as exc:
         return _error(400, str(exc))
     return JSONResponse({"request_id": accepted.request_id, "status": "queued"}, status_code=202)
 
 
+async def _own(caller: Caller, request_id: str) -> RequestItem | None:
+    """The request if this key created it; None otherwise (another key's request is not acknowledged)."""
+    if len(request_id) > 200:
+        return None
+    item = await run_in_threadpool(store().get, request_id)
+    return item if item is not None and item.caller == caller.id else None
+
+
+async def callback_secret(request: Request) -> Response:
+    """This key's own callback signing secret, derived from the callback secret (issue 11: per caller)."""
+    caller = authorized(request)
+    if caller is None:
+        return _denied()
+    try:
+        master = await run_in_threadpool(settings.resolve_callback_secret)
+    except ConfigurationError as exc:
+        log.error("callback secret unusable: %s", exc)
+        return _error(503, "callback signing is not configured", "UNAVAILABLE")
+    return JSONResponse({"caller": caller.id, "secret": caller_secret(master.get(), caller.id)})
+
+
 async def get_request(request: Request) -> Response:
     """The stored result, or the request's status."""
-    if not authorized(request):
+    caller = authorized(request)
+    if caller is None:
         return _denied()
-    item = await run_in_threadpool(store().get, request.path_params["request_id"])
+    item = await _own(caller, request.path_params["request_id"])
     if item is None:
         return _error(404, "no such request", "NOT_FOUND")
     return JSONResponse(item.result())
@@ -218,14 +338,15 @@ def _answer_events(answer: dict[str, Any]) -> list[tuple[str, str]]:
 
 async def request_stream(request: Request) -> Response:
     """SSE for one request: status until it ends, then the answer (or the error), then done."""
-    if not authorized(request):
+    caller = authorized(request)
+    if caller is None:
         return _denied()
     request_id = request.path_params["request_id"]
     try:
         resume_after = int(request.headers.get("last-event-id", "0"))
     except ValueError:
         resume_after = 0
-    if await run_in_threadpool(store().get, request_id) is None:
+    if await _own(caller, request_id) is None:
         return _error(404, "no such request", "NOT_FOUND")
 
     async def events() -> AsyncIterator[bytes]:
@@ -273,5 +394,6 @@ app = Starlette(
         Route("/v1/requests", create_request, methods=["POST"]),
         Route("/v1/requests/{request_id}", get_request),
         Route("/v1/requests/{request_id}/stream", request_stream),
+        Route("/v1/callback-secret", callback_secret),
     ]
 )

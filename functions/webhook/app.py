@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import socket
 import time
 from typing import Any
 
@@ -21,8 +22,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from citeq import intake
 from citeq.config import Settings
 from citeq.errors import ConfigurationError, ValidationError, WebhookError
+from citeq.messages import loads
 from citeq.store import Store
-from citeq.webhooks import verify
+from citeq.webhooks import verify_sender
 
 logger = Logger(service="citeq-webhook")
 settings = Settings.from_env()
@@ -42,34 +44,38 @@ def receive() -> Response[str]:
     event = app.current_event
     raw = event.body or ""
     try:
-        body = base64.b64decode(raw, validate=True) if event.is_base64_encoded else raw.encode()
+        body = base64.b64decode(raw, validate=True) if event.is_base64_encoded else raw.encode("utf-8", "surrogatepass")
     except (binascii.Error, ValueError):
         return _json(400, {"error": "body is not valid base64"})
     if len(body) > MAX_BODY_BYTES:
         return _json(413, {"error": f"body is larger than {MAX_BODY_BYTES} bytes"})
     try:
-        # Read per request: Powertools caches a Secrets Manager secret for 5 minutes, so rotations arrive.
-        secrets = [secret.get() for secret in settings.resolve_webhook_secrets()]
+        # Read per request: Powertools caches a Secrets Manager secret for 5 minutes, so rotations arrive. Each
+        # is checked on load: a malformed one is the operator's error (503), never the sender's (issue 11).
+        senders = [(name, secret.get()) for name, secret in settings.resolve_webhook_senders()]
     except ConfigurationError as exc:
-        logger.error("webhook secrets unavailable: %s", exc)
+        logger.error("webhook secrets unusable: %s", exc)
         return _json(503, {"error": "webhook secrets are not available"})
     try:
-        webhook_id = verify(secrets, event.headers, body, now=time.time())
+        sender, webhook_id = verify_sender(senders, event.headers, body, now=time.time())
     except WebhookError as exc:
         logger.info("webhook rejected: %s", exc)
         return _json(401, {"error": str(exc)})
+    caller = f"webhook:{sender}"
     try:
-        payload = json.loads(body)
-        request_id = "wh_" + hashlib.sha256(webhook_id.encode()).hexdigest()[:24]
+        payload = loads(body, what="the body")
+        request_id = "wh_" + hashlib.sha256(f"{caller}\n{webhook_id}".encode()).hexdigest()[:24]
         accepted = intake.enqueue(
             payload,
             store=store,
             default_assistant=settings.assistant,
             request_id=request_id,
             require_callback=True,
+            caller=caller,
+            callback_allow_hosts=settings.callback_allow_hosts,
+            # A callback host resolving to an internal address is a 400 now, not a dropped delivery later.
+            callback_resolve=socket.getaddrinfo,
         )
-    except ValueError as exc:
-        return _json(400, {"error": f"body is not JSON: {exc}"})
     except ValidationError as exc:
         return _json(400, {"error": str(exc)})
     logger.info("webhook accepted", extra={"request_id": accepted.request_id, "duplicate": accepted.duplicate})

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 
+from citeq.config import redact
 from infra.emulator.plan import REALISTIC_CONTEXT_TOKENS, PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
@@ -118,8 +119,13 @@ class LocalStack:
         self.webhook: FunctionUrlAdapter | None = None
         # Local secrets: a bearer key for the streaming routes, webhook secrets (two: rotation), a callback secret.
         self.api_key = "citeq-local-" + secrets.token_hex(8)
+        # A second key, limited to an assistant the stack does not have (scope tests; issue 11).
+        self.limited_key = "citeq-local-limited-" + secrets.token_hex(8)
+        self.limited_assistant = "limited-only"
         self.webhook_secrets = ["whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() for _ in range(2)]
         self.callback_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        for secret in (self.api_key, self.limited_key, *self.webhook_secrets, self.callback_secret):
+            redact(secret)  # before anything (the stack's own CreateSecret calls included) can log one
         self._saved_env: dict[str, str | None] = {}
         self._motos: list[subprocess.Popen[str]] = []
         self.emulator: EmulatorProcess | None = None
@@ -159,11 +165,21 @@ class LocalStack:
                 "CITEQ_CALLBACK_SECRET_ARN": self._put_secret("citeq/local/callback", self.callback_secret),
                 "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1,localhost",
                 "CITEQ_WEBHOOK_SECRETS_ARN": self._put_secret("citeq/local/webhooks", ",".join(self.webhook_secrets)),
-                "CITEQ_API_KEY_HASHES": hashlib.sha256(self.api_key.encode()).hexdigest(),
+                "CITEQ_API_KEY_HASHES": ",".join(
+                    [
+                        hashlib.sha256(self.api_key.encode()).hexdigest(),
+                        hashlib.sha256(self.limited_key.encode()).hexdigest() + ":" + self.limited_assistant,
+                    ]
+                ),
                 "CITEQ_TOKENS_PER_MINUTE": str(self.pacing or "none"),
                 **self.worker_env,
             }
         )
+        # A stack started earlier in this process left Powertools' provider (a client bound to its endpoint) and
+        # its cached secret values behind: this stack's secrets are new.
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()
         self._build_functions()
         self.callback = self._load("callback.app")
         self.stream = UvicornThread(self._load("stream.app").app).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import json
 import statistics
@@ -20,6 +21,7 @@ from infra.local.context import LambdaContext
 from tests.bench.emulator_process import API_KEY, emulator_process
 
 QUESTION = "What does a request over the rate limit receive?"
+PROXY_AUTH = {"Authorization": "Bearer bench-key"}
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -55,17 +57,18 @@ def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(monkeypatch:
     with emulator_process("--chunk-delay-ms", "15", assistant="bench") as emulator:
         monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
         monkeypatch.setenv("CITEQ_ASSISTANT_HOST", emulator)
-        monkeypatch.delenv("CITEQ_API_KEY_HASHES", raising=False)
+        # No keys means closed (issue 11): the bench's own key.
+        monkeypatch.setenv("CITEQ_API_KEY_HASHES", hashlib.sha256(b"bench-key").hexdigest())
         app = UvicornThread(_load("stream.app").app).start()
         try:
             direct_url = f"{emulator}/assistant/chat/bench/chat/completions"
             proxy_url = f"{app.url}/assistant/chat/bench/chat/completions"
             _measure(direct_url, {"Api-Key": API_KEY})
-            _measure(proxy_url, {})
+            _measure(proxy_url, PROXY_AUTH)
             direct, proxied = [], []
             for _ in range(30):
                 direct.append(_measure(direct_url, {"Api-Key": API_KEY}))
-                proxied.append(_measure(proxy_url, {}))
+                proxied.append(_measure(proxy_url, PROXY_AUTH))
         finally:
             app.stop()
     d50, p50 = statistics.median(d[0] for d in direct) * 1000, statistics.median(p[0] for p in proxied) * 1000
@@ -82,7 +85,9 @@ def test_webhook_accept_latency_in_process_on_moto(worker_env: dict[str, str], m
     monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", secret)
     app = _load("webhook.app")
     table = boto3.client("dynamodb")
-    body = json.dumps({"question": QUESTION, "callback_url": "https://hooks.example.com/x"}).encode()
+    # A literal public address: intake resolves callback host names (issue 11), and this machine's DNS failing
+    # for a made-up name would be timed instead of the accept path.
+    body = json.dumps({"question": QUESTION, "callback_url": "https://93.184.216.34/x"}).encode()
     baseline, accept = [], []
     for n in range(300):
         start = time.perf_counter()

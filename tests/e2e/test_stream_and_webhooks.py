@@ -16,7 +16,9 @@ import requests
 from openai import OpenAI
 from pinecone import Pinecone
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
+from citeq.callbacks import caller_secret
 from citeq.sse import ServerSentEvent, SSEDecoder
 from citeq.store import Store
 from infra.local import LocalStack
@@ -290,7 +292,10 @@ def test_callback_is_signed_retried_after_a_failure_and_recorded(stack: LocalSta
     finally:
         receiver.close()
     headers_seen, delivered = receiver.deliveries[-1]
-    verified = Webhook(stack.callback_secret).verify(delivered.decode(), headers_seen)
+    # Signed with the sender's own secret (derived for "webhook:default"), not the shared callback secret.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(stack.callback_secret).verify(delivered.decode(), headers_seen)
+    verified = Webhook(caller_secret(stack.callback_secret, "webhook:default")).verify(delivered.decode(), headers_seen)
     assert verified["request_id"] == request_id and verified["status"] == "succeeded"
     assert verified["custom_id"] == "cb-1" and verified["metadata"] == {"ticket": "T-42"}
     assert verified["answer"]["citations"]

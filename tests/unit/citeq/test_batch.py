@@ -120,3 +120,141 @@ def test_empty_input_is_an_error() -> None:
     assert parse("\n\n", fmt="jsonl", default_assistant="m").errors[0].reason == "the input has no items"
     with pytest.raises(InvalidInput):
         submit(Parsed(), store=None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ issue 11: input edges
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\r"])
+def test_jsonl_only_newline_ends_a_record_and_line_numbers_stay_right(separator: str) -> None:
+    # Raw inside a JSON string (where JSON allows it) or between tokens (where JSON allows \r as whitespace).
+    inside = json.dumps({"custom_id": "a", "question": f"one{separator}two"}, ensure_ascii=False)
+    if separator in "\x0b\x0c\x1c\x1d\x1e":  # control characters are not allowed raw in a JSON string
+        inside = json.dumps({"custom_id": "a", "question": f"one{separator}two"})
+    if separator == "\r":
+        inside = '{"custom_id": "a",\r"question": "one two"}'
+    text = inside + "\n" + json.dumps({"custom_id": "b", "question": "x"}) + "\n" + '{"custom_id": "c"}\n'
+    parsed = parse(text, fmt="jsonl", default_assistant="m")
+    assert [(i.custom_id, i.line) for i in parsed.items] == [("a", 1), ("b", 2)]
+    assert [e.line for e in parsed.errors] == [3]
+
+
+def test_jsonl_with_crlf_line_ends_and_a_bom() -> None:
+    text = "\ufeff" + json.dumps({"custom_id": "a", "question": "q"}) + "\r\n\r\n" + '{"custom_id": "b"}\r\n'
+    parsed = parse(text, fmt="jsonl", default_assistant="m")
+    assert [i.line for i in parsed.items] == [1] and [e.line for e in parsed.errors] == [3]
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "char"),
+    [
+        ('{"custom_id": "a", "question": "hi \\ud83d there"}', "question", "U+D83D"),
+        ('{"custom_id": "a", "question": "x\\udc00"}', "question", "U+DC00"),
+        ('{"custom_id": "a", "question": "q", "metadata": {"k": "v\\ufffe"}}', "metadata.k", "U+FFFE"),
+        ('{"custom_id": "a", "question": "q", "metadata": {"\\uffff": 1}}', "metadata", "U+FFFF"),
+        ('{"custom_id": "\\ud800", "question": "q"}', "custom_id", "U+D800"),
+        ('{"custom_id": "a", "messages": [{"content": "\\udfff"}]}', "messages.[0].content", "U+DFFF"),
+    ],
+)
+def test_text_that_cannot_travel_is_a_line_error_naming_field_and_character(line: str, where: str, char: str) -> None:
+    good = json.dumps({"custom_id": "ok", "question": "fine 😀 \ufdd0 \x00"})
+    parsed = parse(good + "\n" + line + "\n", fmt="jsonl", default_assistant="m")
+    assert [i.custom_id for i in parsed.items] == ["ok"]
+    [error] = parsed.errors
+    assert error.line == 2 and where in error.reason and char in error.reason
+    with pytest.raises(InvalidInput) as info:
+        submit(parsed, store=None)  # type: ignore[arg-type]  # refused before any write
+    assert "line 2" in str(info.value)
+
+
+def test_the_whole_stored_input_is_bounded_not_only_the_question() -> None:
+    from citeq.batch import MAX_INPUT_BYTES
+
+    big = {"custom_id": "a", "question": "q", "metadata": {"blob": "x" * 420_000}}
+    parsed = parse(json.dumps(big), fmt="jsonl", default_assistant="m")
+    assert "metadata and options" in parsed.errors[0].reason and f"{MAX_INPUT_BYTES:,}" in parsed.errors[0].reason
+    split = {"custom_id": "a", "question": "q" * 150_000, "filter": {"k": "x" * 60_000}}
+    assert "400 KB DynamoDB item" in parse(json.dumps(split), fmt="jsonl", default_assistant="m").errors[0].reason
+
+
+def test_deeply_nested_json_is_a_line_error_not_a_recursion_error() -> None:
+    deep = '{"custom_id": "a", "question": "q", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    parsed = parse(deep, fmt="jsonl", default_assistant="m")
+    assert "nested more than" in parsed.errors[0].reason
+
+
+def test_validate_raises_every_line_before_anything_is_written() -> None:
+    from citeq.batch import Item, validate
+
+    parsed = Parsed(
+        items=[
+            Item(1, "a", [{"role": "user", "content": "ok"}], "m", {}),
+            Item(2, "b", [{"role": "user", "content": "bad \ufffe"}], "m", {}),
+            Item(3, "c", [{"role": "user", "content": "ok"}], "m", {}, metadata={"x": "y" * 250_000}),
+        ]
+    )
+    with pytest.raises(InvalidInput) as info:
+        validate(parsed)
+    assert [e.line for e in info.value.errors] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1/cb", "non-public address"),
+        ("https://10.0.0.5/cb", "non-public address"),
+        ("https://hooks.example.com:25/", "port"),
+        ("https://example.com\\@127.0.0.1/", "backslash"),
+        ("gopher://example.com/", "http(s)"),
+    ],
+)
+def test_internal_or_malformed_callback_urls_are_refused_at_intake(url: str, why: str) -> None:
+    line = json.dumps({"custom_id": "a", "question": "q", "callback_url": url})
+    parsed = parse(line, fmt="jsonl", default_assistant="m")
+    assert why in parsed.errors[0].reason and parsed.errors[0].reason.startswith("callback_url")
+
+
+def test_allow_listed_callback_hosts_pass_intake() -> None:
+    text = json.dumps({"custom_id": "a", "question": "q", "callback_url": "http://127.0.0.1:4567/cb"})
+    assert parse(text, fmt="jsonl", default_assistant="m", callback_allow_hosts=("127.0.0.1",)).errors == []
+
+
+def test_csv_rows_of_empty_cells_are_skipped_like_blank_lines() -> None:
+    text = "custom_id,question,team\r\n,,\r\na,Q?,ops\r\n\r\n , ,\r\nb,Q2?,\r\n,,\r\n"
+    parsed = parse(text, fmt="csv", default_assistant="m")
+    assert parsed.errors == [] and [(i.custom_id, i.line) for i in parsed.items] == [("a", 3), ("b", 6)]
+
+
+def test_csv_line_numbers_count_from_where_a_multiline_cell_starts() -> None:
+    text = 'custom_id,question\na,"line one\nline two"\nb,\n'
+    parsed = parse(text, fmt="csv", default_assistant="m")
+    assert [i.line for i in parsed.items] == [2] and [e.line for e in parsed.errors] == [4]
+    assert parsed.items[0].messages[0]["content"] == "line one\nline two"
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        ("custom_id,question,question", "column 3 repeats the name 'question' of column 2"),
+        ("custom_id,,question", "column 2 has no name"),
+        ("custom_id,question, ", "column 3 has no name"),
+        ("id,question", "custom_id column"),
+        ("custom_id,team,team", "repeats the name 'team'"),
+    ],
+)
+def test_csv_header_problems_are_reported_never_resolved_silently(header: str, why: str) -> None:
+    parsed = parse(f"{header}\na,q,r\n", fmt="csv", default_assistant="m")
+    assert parsed.items == [] and why in parsed.errors[0].reason and parsed.errors[0].line == 1
+
+
+def test_csv_with_a_bom_and_leading_empty_rows_finds_its_header() -> None:
+    parsed = parse("\ufeff,,\ncustom_id,question\na,q\n", fmt="csv", default_assistant="m")
+    assert [(i.custom_id, i.line) for i in parsed.items] == [("a", 3)]
+
+
+def test_csv_extra_cells_and_bad_json_cells_are_line_errors() -> None:
+    text = 'custom_id,question,metadata\na,q,{"k": 1},extra\nb,q,"[[[["\nc,q,,,\n'
+    parsed = parse(text, fmt="csv", default_assistant="m")
+    assert [i.custom_id for i in parsed.items] == ["c"]
+    assert [(e.line, e.reason.split(":")[0]) for e in parsed.errors] == [
+        (2, "row has more cells than the header"),
+        (3, "the metadata cell"),
+    ]

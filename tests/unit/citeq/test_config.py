@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import base64
+import random
 from typing import Any
 
 import pytest
 
 from citeq.config import DEFAULT_API_VERSION, Secret, Settings
 from citeq.errors import ConfigurationError
+
+_RNG = random.Random(11)
+
+
+def _whsec(size: int = 32) -> str:
+    return "whsec_" + base64.b64encode(_RNG.randbytes(size)).decode()
+
+
+CB, NEW, OLD, ENV, SM = (_whsec() for _ in range(5))
 
 
 def test_from_env_reads_names_and_defaults() -> None:
@@ -66,21 +77,21 @@ def test_secrets_come_from_secrets_manager_when_given_as_arns(secretsmanager: An
     settings = Settings.from_env(
         {
             "CITEQ_API_KEY_SECRET": arn("key", "pcsk_from_sm\n"),
-            "CITEQ_CALLBACK_SECRET_ARN": arn("callback", "whsec_cb"),
-            "CITEQ_WEBHOOK_SECRETS_ARN": arn("webhooks", "whsec_new, whsec_old"),
+            "CITEQ_CALLBACK_SECRET_ARN": arn("callback", CB),
+            "CITEQ_WEBHOOK_SECRETS_ARN": arn("webhooks", f"{NEW}, {OLD}"),
         }
     )
     settings.require("api_key", "callback_secret", "webhook_secrets")
     assert settings.resolve_api_key().get() == "pcsk_from_sm"
-    assert settings.resolve_callback_secret().get() == "whsec_cb"
-    assert [s.get() for s in settings.resolve_webhook_secrets()] == ["whsec_new", "whsec_old"]
+    assert settings.resolve_callback_secret().get() == CB
+    assert [s.get() for s in settings.resolve_webhook_secrets()] == [NEW, OLD]
     assert "whsec" not in repr(settings.resolve_webhook_secrets()) and "pcsk" not in repr(settings)
 
 
 def test_a_value_in_the_environment_wins_over_the_arn(secretsmanager: Any) -> None:
-    secret_arn = secretsmanager.create_secret(Name="webhooks", SecretString="whsec_sm")["ARN"]
-    settings = Settings.from_env({"CITEQ_WEBHOOK_SECRETS": "whsec_env", "CITEQ_WEBHOOK_SECRETS_ARN": secret_arn})
-    assert [s.get() for s in settings.resolve_webhook_secrets()] == ["whsec_env"]
+    secret_arn = secretsmanager.create_secret(Name="webhooks", SecretString=SM)["ARN"]
+    settings = Settings.from_env({"CITEQ_WEBHOOK_SECRETS": ENV, "CITEQ_WEBHOOK_SECRETS_ARN": secret_arn})
+    assert [s.get() for s in settings.resolve_webhook_secrets()] == [ENV]
 
 
 def test_an_unreadable_or_empty_secret_is_a_configuration_error_naming_the_variable(secretsmanager: Any) -> None:
@@ -92,3 +103,62 @@ def test_an_unreadable_or_empty_secret_is_a_configuration_error_naming_the_varia
         Settings.from_env({"CITEQ_WEBHOOK_SECRETS_ARN": empty}).resolve_webhook_secrets()
     with pytest.raises(ConfigurationError, match="CITEQ_WEBHOOK_SECRETS"):
         Settings.from_env({}).require("webhook_secrets")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("whsec_not base64!", "followed by base64"),
+        ("whsec_" + base64.b64encode(b"x" * 23).decode(), "24 to 64 random bytes; this one has 23"),
+        ("whsec_" + base64.b64encode(bytes(range(65))).decode(), "this one has 65"),
+        ("whsec_" + base64.b64encode(b"\0" * 32).decode(), "not a repeated pattern"),
+        ("whsec_", "this one has 0"),
+    ],
+)
+def test_a_malformed_or_short_secret_is_refused_at_load_naming_the_setting_not_the_value(value: str, why: str) -> None:
+    with pytest.raises(ConfigurationError) as callback:
+        Settings.from_env({"CITEQ_CALLBACK_SECRET": value}).resolve_callback_secret()
+    assert "CITEQ_CALLBACK_SECRET" in str(callback.value) and why in str(callback.value)
+    with pytest.raises(ConfigurationError) as webhook:
+        Settings.from_env({"CITEQ_WEBHOOK_SECRETS": f"{NEW},{value}"}).resolve_webhook_secrets()
+    assert "CITEQ_WEBHOOK_SECRETS" in str(webhook.value) and "entry 2" in str(webhook.value)
+    for error in (callback.value, webhook.value):
+        assert value.removeprefix("whsec_") not in str(error) or value == "whsec_"
+
+
+def test_webhook_senders_are_named_and_rotate_under_one_name() -> None:
+    settings = Settings.from_env({"CITEQ_WEBHOOK_SECRETS": f"acme={NEW}, acme={OLD},{ENV}"})
+    assert [(name, secret.get()) for name, secret in settings.resolve_webhook_senders()] == [
+        ("acme", NEW),
+        ("acme", OLD),
+        ("default", ENV),
+    ]
+
+
+def test_no_log_level_prints_a_secret_even_botocore_debug(secretsmanager: Any) -> None:
+    import logging
+
+    value = _whsec()
+    arn = secretsmanager.create_secret(Name="guarded", SecretString=value)["ARN"]
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    root = logging.getLogger()
+    handler = Collect(logging.DEBUG)
+    saved = root.level, logging.getLogger("botocore").level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # what Lambda's ApplicationLogLevel=DEBUG does
+    logging.getLogger("botocore").setLevel(logging.NOTSET)
+    try:
+        secret = Settings.from_env({"CITEQ_CALLBACK_SECRET_ARN": arn}).resolve_callback_secret()
+        logging.getLogger("citeq.test").debug("careless: %s and %r", secret.get(), {"k": secret.get()})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        logging.getLogger("botocore").setLevel(saved[1])
+    text = "\n".join(records)
+    assert secret.get() == value and "careless: **********" in text
+    assert value.removeprefix("whsec_") not in text

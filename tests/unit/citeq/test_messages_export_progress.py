@@ -88,7 +88,7 @@ def test_jsonl_export_lines() -> None:
 def test_csv_export_flattens_citations_readably() -> None:
     rows = list(csv.DictReader(io.StringIO(to_string(_items(), "csv"))))
     assert rows[0]["answer"] == "A. B."
-    assert rows[0]["citations"] == "@1: [1] g.pdf (pp. 2, 3) | @4: [2] (missing reference 3)"
+    assert rows[0]["citations"] == "pos 1: [1] g.pdf (pp. 2, 3) | pos 4: [2] (missing reference 3)"
     assert rows[0]["references"] == "[1] g.pdf https://s/g | [2] (missing reference 3)"
     assert (rows[0]["prompt_tokens"], rows[1]["error_message"], rows[1]["http_status"]) == ("10", "bad model", "400")
 

@@ -123,3 +123,67 @@ def test_secrets_from_secrets_manager_follow_a_rotation(
         assert "whsec" not in response["body"] and arn not in response["body"]
     finally:
         parameters.clear_caches()
+
+
+# ------------------------------------------------------------------ issue 11
+def _load(monkeypatch: pytest.MonkeyPatch, secrets: str) -> ModuleType:
+    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", secrets)
+    return importlib.reload(sys.modules["webhook.app"]) if "webhook.app" in sys.modules else importlib.import_module(
+        "webhook.app"
+    )
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [
+        "whsec_" + base64.b64encode(b"too-short").decode(),
+        "not-base64!",
+        "whsec_" + base64.b64encode(bytes(32)).decode(),
+    ],
+)
+def test_an_unusable_configured_secret_is_503_with_an_error_log_naming_the_setting(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, configured: str
+) -> None:
+    import logging
+
+    app = _load(monkeypatch, f"{SECRET},{configured}")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    std = logging.getLogger(app.logger.name)
+    std.addHandler(handler)
+    try:
+        response = app.lambda_handler(_signed_with(SECRET, "msg_badcfg"), LambdaContext())
+    finally:
+        std.removeHandler(handler)
+    assert response["statusCode"] == 503 and "not available" in response["body"]
+    errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert errors and "CITEQ_WEBHOOK_SECRETS" in errors[0] and "entry 2" in errors[0]
+    assert configured.removeprefix("whsec_") not in "".join(r.getMessage() for r in records) + response["body"]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"question": "q", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested more than"),
+        (b"[" * 200_000, "nested more than"),
+        (b'{"messages": "abc", "callback_url": "https://h.example.com/"}', "messages must be a non-empty list"),
+        (b'{"messages": [1], "callback_url": "https://h.example.com/"}', "non-empty string content"),
+        (b'{"messages": [{"role": "user", "content": "\\ud800"}], "callback_url": "https://h.example.com/"}', "U+D800"),
+        (b'{"question": "q", "callback_url": "http://169.254.169.254/latest/meta-data"}', "non-public address"),
+        (b'{"question": "q", "callback_url": "https://h.example.com:6379/"}', "port"),
+        (b'{"question": "q", "callback_url": "https://h.example.com\\\\@127.0.0.1/"}', "backslash"),
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"not json", "not valid JSON"),
+    ],
+)
+def test_bad_bodies_are_400_with_a_reason(app: ModuleType, body: bytes, why: str) -> None:
+    response = app.lambda_handler(_event(body, msg_id=f"msg_bad_{len(body)}", b64=True), LambdaContext())
+    assert response["statusCode"] == 400 and why in json.loads(response["body"])["error"]
+
+
+def test_the_sender_is_stored_as_the_caller(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _load(monkeypatch, f"acme={SECRET}")
+    body = json.loads(app.lambda_handler(_signed_with(SECRET, "msg_caller"), LambdaContext())["body"])
+    item = Store(worker_env["CITEQ_TABLE"]).get(body["request_id"])
+    assert item is not None and item.caller == "webhook:acme"
