@@ -3,6 +3,7 @@ stream relay (read by the openai SDK) and ``citeq ask``: the answer citeq makes 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import json
@@ -54,6 +55,10 @@ def _load(module: str) -> ModuleType:
     return importlib.import_module(module)
 
 
+# The relay's own bearer key (an empty key list closes the stream API).
+RELAY_KEY = "citeq-relay-test-key"
+
+
 @pytest.fixture(scope="module")
 def relay(upstream: EmulatorServer) -> Iterator[str]:
     """The stream function's app under uvicorn, pointed at this wire's emulator; yields its URL."""
@@ -61,7 +66,7 @@ def relay(upstream: EmulatorServer) -> Iterator[str]:
         patch.setenv("PINECONE_API_KEY", upstream.api_key)
         patch.setenv("CITEQ_ASSISTANT_HOST", upstream.url)
         patch.setenv("CITEQ_ASSISTANT", ASSISTANT)
-        patch.delenv("CITEQ_API_KEY_HASHES", raising=False)
+        patch.setenv("CITEQ_API_KEY_HASHES", hashlib.sha256(RELAY_KEY.encode()).hexdigest())
         app = UvicornThread(_load("stream.app").app).start()
         try:
             yield app.url
@@ -139,9 +144,9 @@ def test_client_default_and_stream_give_the_same_clean_answer_on_every_wire(upst
 
 def test_relay_sends_what_the_openai_sdk_parses_on_every_wire(upstream: EmulatorServer, relay: str) -> None:
     expected = AssistantClient(_settings(upstream)).chat(CITED)
-    raw = _raw_stream(relay, "unused", CITED).decode()
+    raw = _raw_stream(relay, RELAY_KEY, CITED).decode()
     assert '"delta": null' not in raw and '"delta":null' not in raw
-    openai = OpenAI(api_key="unused", base_url=f"{relay}/assistant/chat/{ASSISTANT}", max_retries=0)
+    openai = OpenAI(api_key=RELAY_KEY, base_url=f"{relay}/assistant/chat/{ASSISTANT}", max_retries=0)
     for question in (CITED, UNCITED):
         text, finish, final = "", None, None
         for chunk in openai.chat.completions.create(
