@@ -11,8 +11,11 @@ that must wait reserves that future slot and is put off until then, so waiting r
 schedule instead of a stampede; only slots within ``HORIZON`` seconds are reserved, later ones wait and ask
 again. The item is rewritten whole under a version condition (optimistic concurrency).
 
-Self-correction: a 429 halves the effective limit (never below ``FLOOR`` of the plan), which then grows back by
-``RECOVERY`` of the plan per minute (AIMD); a 403 pauses the assistant for ``PAUSE`` seconds, after which one
+Self-correction (AIMD): a 429 cuts the effective limit to ``CUT`` of the rate the service turned away (the
+tokens started in the last window; never below ``FLOOR`` of the plan), once per window however many calls of
+that burst were refused. It then grows back by ``RECOVERY`` of the plan per window, but stays under the rate
+that was refused, a cap that itself relaxes by ``RELAX`` per window (so a configured rate that is too high
+converges, and a limit raised later is found again). A 403 pauses the assistant for ``PAUSE`` seconds, after which one
 request probes and a success resumes everyone. Estimates are the mean of the last ``SAMPLES`` real prompt
 sizes (``DEFAULT_ESTIMATE`` before there are any); when a reserved slot comes, the window is checked again
 with the real sizes of the calls made meanwhile, and the request slips if it no longer fits.
@@ -43,7 +46,9 @@ WINDOW = 60.0
 # Share of the plan's limit aimed at, so estimates that fall short rarely cross the real limit.
 SAFETY = 0.97
 FLOOR = 0.05
+CUT = 0.7
 RECOVERY = 0.10
+RELAX = 0.02
 HORIZON = 300.0
 PAUSE = 300.0
 SAMPLES = 32
@@ -52,6 +57,8 @@ CONFLICT_TRIES = 8
 # Seconds kept between planned slots: a put-off request starts up to this late (delays are whole seconds, and
 # the event source gathers a batch for up to its batching window) without sharing a window with the next.
 GUARD = 2.0
+# A slot this close is waited for in the worker (a brief sleep) rather than by putting the request off.
+BRIEF = 1.0
 
 
 @dataclass
@@ -65,6 +72,7 @@ class BudgetState:
     samples: list[int] = field(default_factory=list)
     cut_rate: float | None = None  # effective limit right after the last 429
     cut_at: float = 0.0
+    refused: float | None = None  # tokens per window that met the last 429
     paused_until: float | None = None
     pause_reason: str | None = None
     throttles: int = 0
@@ -75,7 +83,11 @@ class BudgetState:
         ceiling = self.limit * SAFETY
         if self.cut_rate is None:
             return ceiling
-        return min(ceiling, self.cut_rate + (now - self.cut_at) / self.window * RECOVERY * self.limit)
+        windows = (now - self.cut_at) / self.window
+        grown = self.cut_rate + windows * RECOVERY * self.limit
+        if self.refused is not None:
+            ceiling = min(ceiling, self.refused * SAFETY * (1 + RELAX * windows))
+        return min(ceiling, grown)
 
     def estimate(self) -> int:
         """Tokens to reserve for a call: the mean of recent real prompts. (A high percentile would waste the
@@ -84,6 +96,14 @@ class BudgetState:
         if not self.samples:
             return DEFAULT_ESTIMATE
         return round(sum(self.samples) / len(self.samples))
+
+    def estimate_high(self) -> int:
+        """A large call's tokens: the 90th percentile of recent real prompts (the room a call needs when it
+        starts, so one that costs more than the mean does not push the window over)."""
+        if not self.samples:
+            return DEFAULT_ESTIMATE
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
 
     def prune(self, now: float) -> None:
         """Forget slots that have left every window."""
@@ -105,6 +125,7 @@ class BudgetState:
             "samples": self.samples,
             "cut_rate": self.cut_rate,
             "cut_at": self.cut_at,
+            "refused": self.refused,
             "paused_until": self.paused_until,
             "pause_reason": self.pause_reason,
             "throttles": self.throttles,
@@ -130,6 +151,7 @@ class BudgetState:
             samples=[int(s) for s in body.get("samples", [])],
             cut_rate=body.get("cut_rate"),
             cut_at=float(body.get("cut_at") or 0.0),
+            refused=body.get("refused"),
             paused_until=body.get("paused_until"),
             pause_reason=body.get("pause_reason"),
             throttles=int(body.get("throttles") or 0),
@@ -142,6 +164,7 @@ class Schedule:
     def __init__(self, slots: list[tuple[float, float]], window: float) -> None:
         ordered = sorted(slots)
         self.window = window
+        self.ordered = ordered
         self.starts = [t for t, _ in ordered]
         self.totals = list(itertools.accumulate((n for _, n in ordered), initial=0.0))
 
@@ -161,12 +184,23 @@ class Schedule:
         """Whether a call of ``cost`` tokens may start at ``start`` without any window exceeding ``limit``."""
         return self.peak(start) + min(cost, limit) <= limit + 1e-6
 
-    def earliest(self, cost: float, limit: float, now: float) -> float:
+    def spaced(self, start: float, cost: float, limit: float) -> bool:
+        """Whether a call starting at ``start`` keeps every call its share of time at ``limit`` per window
+        (``tokens * window / limit`` seconds before the next one starts)."""
+        pace = self.window / limit
+        return all(start >= t + n * pace - 1e-6 or start + cost * pace <= t + 1e-6 for t, n in self.ordered)
+
+    def earliest(self, cost: float, limit: float, now: float, *, spaced: bool = False) -> float:
         """The earliest start (>= ``now``) for a call of ``cost`` tokens (a call larger than the limit can only
-        ever run alone)."""
-        candidates = sorted({now} | {t + self.window for t in self.starts if t + self.window > now})
+        ever run alone). ``spaced``: calls are also spread evenly over the window rather than started in a
+        burst, so a rate that turns out too high meets its first 429 after a few calls, not a window's worth."""
+        cost = min(cost, limit)
+        found = {now} | {t + self.window for t in self.starts if t + self.window > now}
+        if spaced:
+            found |= {t + n * self.window / limit for t, n in self.ordered if t + n * self.window / limit > now}
+        candidates = sorted(found)
         for candidate in candidates:
-            if self.fits(candidate, cost, limit):
+            if self.fits(candidate, cost, limit) and (not spaced or self.spaced(candidate, cost, limit)):
                 return candidate
         return candidates[-1]
 
@@ -263,19 +297,24 @@ class TokenBudget:
             limit = state.effective(now)
             cost = state.estimate()
             others = [(t, n) for rid, (t, n) in state.slots.items() if rid != request_id]
+            # When a call starts, the real window (calls made meanwhile at their real sizes) must have room
+            # for a large one, not just an average one.
+            high = max(cost, state.estimate_high())
+            started = Schedule([(t, n) for t, n in others if t <= now], self.window)
             if held is not None and held[0] <= now + 1.0:
                 # Its slot has come. It goes before the slots planned after it: only calls already started
-                # count, at their real sizes where known. Too full still (calls cost more than estimated, or it
-                # is late): it slips to when enough of them have left the window, usually seconds.
-                started = Schedule([(t, n) for t, n in others if t <= now], self.window)
-                start = started.earliest(cost, limit, now)
-                state.slots[request_id] = [max(now, start), cost]
-                outcome.append(Slot() if start <= now + 0.5 else Slot(start, self._waiting(limit)))
+                # count. Too full still (calls cost more than estimated, or it is late): it slips to when
+                # enough of them have left the window, usually seconds.
+                start = started.earliest(high, limit, now)
+                state.slots[request_id] = [start, cost]
+                outcome.append(Slot() if start <= now else Slot(start, self._waiting(limit)))
                 return True
             # Slots are planned a little apart (``guard``) so a call that starts a second or two late, as
             # delayed messages do, still does not share a window with the next one.
-            start = Schedule(others, self.window + self.guard).earliest(cost, limit, now)
-            if start > now + 0.5 and not state.samples:
+            start = Schedule(others, self.window + self.guard).earliest(cost, limit, now, spaced=True)
+            if start <= now:
+                start = started.earliest(high, limit, now)
+            if start > now + BRIEF and not state.samples:
                 # No real prompt size known yet, so the estimate is a guess: plan nothing ahead, look again in a
                 # few seconds, when the first calls have told their size.
                 state.slots.pop(request_id, None)
@@ -287,7 +326,7 @@ class TokenBudget:
                 outcome.append(Slot(now + HORIZON + self.rng.uniform(0, self.window / 6), self._waiting(limit)))
                 return True if held is not None else None
             state.slots[request_id] = [start, cost]
-            outcome.append(Slot() if start <= now + 0.5 else Slot(start, self._waiting(limit)))
+            outcome.append(Slot() if start <= now else Slot(start, self._waiting(limit)))
             return True
 
         try:
@@ -325,21 +364,27 @@ class TokenBudget:
         self._quietly(assistant, change)
 
     def throttled(self, assistant: str, request_id: str, retry_after: float | None) -> tuple[float, str]:
-        """A 429 anyway: halve the effective limit and reserve a new slot for the request."""
+        """A 429 anyway: cut the effective limit (once per window) and reserve a new slot for the request."""
 
         def change(state: BudgetState, now: float) -> tuple[float, str]:
-            state.cut_rate = max(FLOOR * state.limit, state.effective(now) * 0.5)
-            state.cut_at = now
             state.throttles += 1
             state.slots.pop(request_id, None)
+            if state.cut_rate is None or now - state.cut_at >= self.window:
+                # The calls of one burst that were refused are one event: one cut.
+                started = state.used(now)
+                rate = state.effective(now)
+                state.refused = min(rate, started) if started > 0 else rate
+                state.cut_rate = max(FLOOR * state.limit, state.refused * CUT)
+                state.cut_at = now
+            limit = state.effective(now)
             others = [(t, n) for t, n in state.slots.values()]
             not_before = now + (retry_after or 0.0)
             estimate = state.estimate()
-            planned = Schedule(others, self.window + self.guard).earliest(estimate, state.cut_rate, not_before)
+            planned = Schedule(others, self.window + self.guard).earliest(estimate, limit, not_before, spaced=True)
             start = max(not_before, planned)
             start = min(start, now + HORIZON)
             state.slots[request_id] = [start, estimate]
-            return start, f"rate limited (429): pacing cut to {state.cut_rate:,.0f} input tokens/min"
+            return start, f"rate limited (429): pacing cut to {limit:,.0f} input tokens per {self.window:g} s"
 
         try:
             result: tuple[float, str] = self._update(assistant, change)

@@ -15,7 +15,7 @@ from typing import Protocol
 @dataclass(frozen=True)
 class Slot:
     """The answer to "may this request call the assistant now?": go (``wait_until`` None) or wait until
-    ``wait_until`` (epoch seconds) because of ``reason``."""
+    ``wait_until`` (epoch seconds; the slot is reserved for then) because of ``reason``."""
 
     wait_until: float | None = None
     reason: str = ""

@@ -1,0 +1,175 @@
+"""The token budget on mock_aws with the template's table, time injected (issue 10)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from citeq.budget import CUT, RECOVERY, SAFETY, Schedule, TokenBudget
+from citeq.pacing import Slot
+from citeq.store import Store
+
+ASSISTANT = "a"
+
+
+class Clock:
+    """A wall clock the test moves."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def budget(aws: dict[str, str], clock: Clock) -> Iterator[TokenBudget]:
+    store = Store(aws["ResultsTable"])
+    yield TokenBudget(store, 100_000, window=60.0, pause=300.0, wall=clock, rng=random.Random(7), sleep=lambda _: None)
+
+
+def test_schedule_keeps_every_window_under_the_limit() -> None:
+    schedule = Schedule([(0.0, 60_000)], window=60.0)
+    assert schedule.fits(10.0, 40_000, 100_000)
+    assert not schedule.fits(10.0, 40_001, 100_000)
+    assert schedule.earliest(50_000, 100_000, now=10.0) == 60.0  # when the first call leaves the window
+    # A call larger than the limit can only run alone, once the window is empty.
+    assert schedule.earliest(500_000, 100_000, now=0.0) == 60.0
+
+
+def test_spaced_calls_are_spread_over_the_window() -> None:
+    # 100k per 60 s: a 10k call keeps the next 6 s to itself.
+    schedule = Schedule([(0.0, 10_000)], window=60.0)
+    assert schedule.earliest(10_000, 100_000, now=1.0) == 1.0
+    assert schedule.earliest(10_000, 100_000, now=1.0, spaced=True) == pytest.approx(6.0)
+    # It may also fit before a reserved call if it ends its share before that call starts.
+    later = Schedule([(20.0, 10_000)], window=60.0)
+    assert later.earliest(10_000, 100_000, now=0.0, spaced=True) == 0.0
+
+
+def test_the_first_call_goes_and_the_rest_wait_for_its_real_size(budget: TokenBudget, clock: Clock) -> None:
+    assert budget.acquire(ASSISTANT, "r1").wait_until is None
+    second = budget.acquire(ASSISTANT, "r2")
+    assert second.wait_until is not None and second.wait_until - clock.now <= 7.0  # a short look again
+    assert "waiting for token budget" in second.reason
+    budget.settle(ASSISTANT, "r1", 10_000)
+    state = budget.read(ASSISTANT)
+    assert state.estimate() == 10_000 and state.slots["r1"][1] == 10_000
+    # Now sizes are known: r2 gets a slot, spaced after r1's share of the window.
+    third = budget.acquire(ASSISTANT, "r2")
+    assert third.wait_until is not None
+    assert third.wait_until == pytest.approx(clock.now + 10_000 * (60.0 + budget.guard) / (100_000 * SAFETY), rel=0.01)
+
+
+def test_a_reserved_slot_is_honoured_when_it_comes(budget: TokenBudget, clock: Clock) -> None:
+    budget.acquire(ASSISTANT, "first")
+    budget.settle(ASSISTANT, "first", 20_000)
+    waits = {rid: budget.acquire(ASSISTANT, rid).wait_until for rid in ("a1", "a2", "a3")}
+    assert all(w is not None for w in waits.values())
+    order = sorted(waits, key=lambda rid: waits[rid])  # type: ignore[arg-type,return-value]
+    clock.now = waits[order[0]]  # type: ignore[assignment]
+    assert budget.acquire(ASSISTANT, order[0]).wait_until is None
+    # Asking again before its time only repeats the same slot (no second reservation).
+    again = budget.acquire(ASSISTANT, order[2])
+    assert again.wait_until == pytest.approx(waits[order[2]])
+    assert len(budget.read(ASSISTANT).slots) == 4  # first, a1, a2, a3: one slot each
+
+
+def test_simulated_batch_never_overfills_a_window_and_uses_most_of_the_budget(
+    aws: dict[str, str], clock: Clock
+) -> None:
+    # A Standard plan (300k input tokens a minute) and 150 real-sized prompts (9k-26k tokens): 8 minutes' work.
+    budget = TokenBudget(Store(aws["ResultsTable"]), 300_000, wall=clock, rng=random.Random(7), sleep=lambda _: None)
+    rng = random.Random(3)
+    sizes = {f"r{n}": rng.randint(9_000, 25_000) for n in range(150)}
+    wake = dict.fromkeys(sizes, clock.now)
+    started: list[tuple[float, int]] = []
+    start = clock.now
+    while wake:
+        rid = min(wake, key=lambda r: wake[r])
+        clock.now = max(clock.now, wake[rid])
+        slot = budget.acquire(ASSISTANT, rid)
+        if slot.wait_until is not None and slot.wait_until - clock.now <= 1.0:
+            clock.now = slot.wait_until  # the worker sleeps a moment for a slot that close
+            slot = Slot()
+        if slot.wait_until is None:
+            started.append((clock.now, sizes[rid]))
+            budget.settle(ASSISTANT, rid, sizes[rid])
+            del wake[rid]
+        else:
+            assert slot.wait_until > clock.now
+            wake[rid] = slot.wait_until + rng.uniform(0, 1.5)  # delayed messages come a little late
+    worst = max(sum(n for t, n in started if s <= t < s + 60.0) for s, _ in started)
+    # Calls are admitted only while the window has room for a large one (the 90th percentile of recent sizes):
+    # the plan's limit is never crossed here, though sizes vary by a factor of almost three.
+    assert worst <= 300_000
+    # Throughput: the rate between the first call's start and the last one's (the last call's tokens belong
+    # to the time after it).
+    span = started[-1][0] - start
+    share = sum(n for _, n in started[:-1]) / (300_000 * span / 60.0)
+    assert share >= 0.85, share
+
+
+def test_a_429_cuts_the_rate_once_per_window_then_it_recovers_under_what_was_refused(
+    budget: TokenBudget, clock: Clock
+) -> None:
+    for n in range(5):
+        slot = budget.acquire(ASSISTANT, f"r{n}")
+        if slot.wait_until is not None:  # spaced: its turn comes a few seconds later
+            clock.now = slot.wait_until
+            assert budget.acquire(ASSISTANT, f"r{n}").wait_until is None
+        budget.settle(ASSISTANT, f"r{n}", 12_000)
+    started = budget.read(ASSISTANT).used(clock.now)
+    assert started == 60_000
+    until, reason = budget.throttled(ASSISTANT, "r4", None)
+    state = budget.read(ASSISTANT)
+    assert state.refused == pytest.approx(started - 12_000)
+    assert state.effective(clock.now) == pytest.approx(state.refused * CUT)  # type: ignore[operator]
+    assert "429" in reason and until >= clock.now
+    budget.throttled(ASSISTANT, "r3", None)  # the same burst: no second cut
+    assert budget.read(ASSISTANT).cut_at == state.cut_at and budget.read(ASSISTANT).throttles == 2
+    clock.now += 60.0
+    after = budget.read(ASSISTANT).effective(clock.now)
+    assert after == pytest.approx(min(state.refused * CUT + RECOVERY * 100_000, state.refused * SAFETY * 1.02))  # type: ignore[operator]
+
+
+def test_a_quota_pauses_the_assistant_and_one_probe_resumes_it(budget: TokenBudget, clock: Clock) -> None:
+    until, reason = budget.pause(ASSISTANT, "r1", "quota exceeded")
+    assert until >= clock.now + 300 and "paused" in reason and "quota exceeded" in reason
+    waiting = budget.acquire(ASSISTANT, "r2")
+    assert waiting.wait_until is not None and waiting.wait_until >= clock.now + 300
+    assert "paused" in waiting.reason
+    clock.now += 301
+    assert budget.acquire(ASSISTANT, "probe").wait_until is None  # one request probes...
+    assert budget.acquire(ASSISTANT, "other").wait_until is not None  # ...the others keep waiting
+    budget.settle(ASSISTANT, "probe", 10_000)  # the probe was answered: resume everyone
+    state = budget.read(ASSISTANT)
+    assert state.paused_until is None and state.pause_reason is None
+    assert budget.acquire(ASSISTANT, "other").reason != waiting.reason
+
+
+def test_an_unusable_budget_table_makes_calls_wait_rather_than_run_unpaced(clock: Clock) -> None:
+    from citeq.budget import TokenBudget as Budget
+
+    class Broken:
+        table = "missing"
+
+        @property
+        def client(self) -> object:
+            import boto3
+            from botocore.config import Config
+
+            # Nothing listens on port 9 of loopback: every call fails to connect.
+            config = Config(retries={"max_attempts": 1}, connect_timeout=1)
+            return boto3.client("dynamodb", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", config=config)
+
+    budget = Budget(Broken(), 100_000, wall=clock, sleep=lambda _: None)  # type: ignore[arg-type]
+    slot = budget.acquire(ASSISTANT, "r1")
+    assert slot.wait_until is not None and slot.reason == "token budget unavailable"
