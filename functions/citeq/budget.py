@@ -53,7 +53,8 @@ HORIZON = 300.0
 PAUSE = 300.0
 SAMPLES = 32
 DEFAULT_ESTIMATE = 15_000
-CONFLICT_TRIES = 8
+# Every worker of every invocation reads and rewrites the one item: under a burst of deliveries, tries collide.
+CONFLICT_TRIES = 30
 # Seconds kept between planned slots: a put-off request starts up to this late (delays are whole seconds, and
 # the event source gathers a batch for up to its batching window) without sharing a window with the next.
 GUARD = 2.0
@@ -277,7 +278,7 @@ class TokenBudget:
             result = change(state, now)
             if result is None or self._write(assistant, state):
                 return result
-            self.sleep(self.rng.uniform(0, 0.02 * 2**attempt))
+            self.sleep(self.rng.uniform(0, min(0.5, 0.02 * 2**attempt)))
         raise StoreError(f"token budget of {assistant} stayed contended for {CONFLICT_TRIES} tries")
 
     # ------------------------------------------------------------------ the Pacer protocol

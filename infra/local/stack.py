@@ -218,6 +218,19 @@ class LocalStack:
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="citeq-reconciler", daemon=True)
         self._reconciler.start()
 
+    def use_pacing(self, tokens_per_minute: int | None) -> None:
+        """Redeploy the worker with another ``CITEQ_TOKENS_PER_MINUTE`` (None: unpaced), as a parameter update
+        would; the poller calls the new handler from its next invocation."""
+        from citeq.config import Settings
+        from worker import app as worker_app
+
+        self.pacing = tokens_per_minute
+        self._set_env({"CITEQ_TOKENS_PER_MINUTE": str(tokens_per_minute or "none")})
+        settings = Settings.from_env()
+        self.worker_handler = worker_app.handler_for(worker_app.build(settings), settings.worker_concurrency)
+        if self.poller is not None:
+            self.poller.handler = self.worker_handler
+
     def _reconcile_loop(self) -> None:
         while not self._reconciling.wait(self.reconcile_every):
             try:
