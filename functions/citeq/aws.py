@@ -35,3 +35,17 @@ def call(api: Any, service: str, operation: str, **kwargs: Any) -> Any:
         return getattr(api, operation)(**kwargs)
     except (ClientError, BotoCoreError) as exc:
         raise translate(service, operation, exc) from exc
+
+
+def conditional(api: Any, service: str, operation: str, **kwargs: Any) -> bool:
+    """A conditional write: True when it was made, False when its condition failed (nothing written); any
+    other AWS error becomes StoreError."""
+    try:
+        getattr(api, operation)(**kwargs)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise translate(service, operation, exc) from exc
+    except BotoCoreError as exc:
+        raise translate(service, operation, exc) from exc

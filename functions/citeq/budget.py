@@ -33,8 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from citeq import aws
 from citeq.errors import StoreError
 from citeq.pacing import Slot
@@ -253,20 +251,15 @@ class TokenBudget:
         """Store ``state`` if nobody changed the item since it was read; False on a conflict."""
         expected = state.version
         state.version += 1
-        try:
-            self.store.client.put_item(
-                TableName=self.store.table,
-                Item={**state.to_item(assistant), "expires_at": {"N": str(int(self.wall()) + 30 * 86400)}},
-                ConditionExpression="attribute_not_exists(pk) OR version = :v",
-                ExpressionAttributeValues={":v": {"N": str(expected)}},
-            )
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise aws.translate("dynamodb", "put_item", exc) from exc
-        except BotoCoreError as exc:
-            raise aws.translate("dynamodb", "put_item", exc) from exc
+        return aws.conditional(
+            self.store.client,
+            "dynamodb",
+            "put_item",
+            TableName=self.store.table,
+            Item={**state.to_item(assistant), "expires_at": {"N": str(int(self.wall()) + 30 * 86400)}},
+            ConditionExpression="attribute_not_exists(pk) OR version = :v",
+            ExpressionAttributeValues={":v": {"N": str(expected)}},
+        )
 
     def _update(self, assistant: str, change: Callable[[BudgetState, float], Any]) -> Any:
         """Read, change and write the budget, again on a conflict; returns what ``change`` returned (a change

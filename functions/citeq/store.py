@@ -283,27 +283,18 @@ class Store:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         return aws.call(self.client, "dynamodb", operation, **kwargs)
 
+    def _conditional(self, operation: str, **kwargs: Any) -> bool:
+        return aws.conditional(self.client, "dynamodb", operation, TableName=self.table, **kwargs)
+
     def _expires(self) -> Attr:
         return _n(int(self.clock()) + self.ttl_seconds)
 
     # ------------------------------------------------------------------ batches
     def claim_idempotency_key(self, key: str, batch_id: str) -> str:
         """Bind ``key`` to ``batch_id``; if it was bound before, return that earlier batch id."""
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": _s(f"IDEM#{key}"),
-                    "sk": _s("IDEM"),
-                    "batch_id": _s(batch_id),
-                    "expires_at": self._expires(),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+        item = {"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM"), "batch_id": _s(batch_id), "expires_at": self._expires()}
+        if self._conditional("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)"):
             return batch_id
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise StoreError("DynamoDB put_item failed") from exc
         found = self._call(
             "get_item", TableName=self.table, Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")}, ConsistentRead=True
         )
@@ -311,18 +302,12 @@ class Store:
 
     def release_idempotency_key(self, key: str, batch_id: str) -> None:
         """Unbind ``key`` if it still names ``batch_id`` (a finished submission's automatic key)."""
-        try:
-            self.client.delete_item(
-                TableName=self.table,
-                Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")},
-                ConditionExpression="batch_id = :b",
-                ExpressionAttributeValues={":b": _s(batch_id)},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise aws.translate("dynamodb", "delete_item", exc) from exc
-        except BotoCoreError as exc:
-            raise aws.translate("dynamodb", "delete_item", exc) from exc
+        self._conditional(
+            "delete_item",
+            Key={"pk": _s(f"IDEM#{key}"), "sk": _s("IDEM")},
+            ConditionExpression="batch_id = :b",
+            ExpressionAttributeValues={":b": _s(batch_id)},
+        )
 
     def create_batch(self, batch_id: str, total: int, *, source: str | None, idempotency_key: str | None) -> None:
         """Write the batch record with every request counted as queued."""
@@ -421,19 +406,7 @@ class Store:
         return self._put_new(item)
 
     def _put_new(self, item: dict[str, Attr]) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise aws.translate("dynamodb", "put_item", exc) from exc
-        except BotoCoreError as exc:
-            raise aws.translate("dynamodb", "put_item", exc) from exc
+        return self._conditional("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
 
     def put_requests(self, requests: Sequence[NewRequest], *, workers: int = 8) -> int:
         """Store queued requests that do not exist yet (BatchWriteItem, 25 a call, in parallel); returns how many
@@ -510,23 +483,20 @@ class Store:
             values[f":v{index}"] = value
             assignments.append(f"#a{index} = :v{index}")
         condition = "#st = :from"
-        if lease is not None:
-            condition += " AND #lease = :lease"
-            names["#lease"] = "lease"
-            values[":lease"] = _s(lease)
-        if expired_by is not None:
-            condition += " AND (attribute_not_exists(#until) OR #until < :expired_by)"
-            names["#until"] = "lease_until"
-            values[":expired_by"] = _n(expired_by)
-        if dispatch is not None:
+        # (name, placeholder, value, clause) for each condition the caller asked for.
+        checks: list[tuple[str, str, Attr | None, str]] = [
+            ("lease", ":lease", None if lease is None else _s(lease), "#{n} = {p}"),
+            ("lease_until", ":expired_by", None if expired_by is None else _n(expired_by), "{missing} OR #{n} < {p}"),
             # Items written before dispatch tokens existed owe whichever message arrives.
-            condition += " AND (attribute_not_exists(#dispatch) OR #dispatch = :dispatch)"
-            names["#dispatch"] = "dispatch"
-            values[":dispatch"] = _s(dispatch)
-        if ready_by is not None:
-            condition += " AND (attribute_not_exists(#nb) OR #nb <= :ready_by)"
-            names["#nb"] = "not_before"
-            values[":ready_by"] = _n(ready_by)
+            ("dispatch", ":dispatch", None if dispatch is None else _s(dispatch), "{missing} OR #{n} = {p}"),
+            ("not_before", ":ready_by", None if ready_by is None else _n(ready_by), "{missing} OR #{n} <= {p}"),
+        ]
+        for name, placeholder, expected, clause in checks:
+            if expected is not None:
+                names[f"#{name}"] = name
+                values[placeholder] = expected
+                text = clause.format(n=name, p=placeholder, missing=f"attribute_not_exists(#{name})")
+                condition += f" AND ({text})"
         expression = "SET " + ", ".join(assignments)
         if remove:
             for index, name in enumerate(remove):
@@ -705,23 +675,13 @@ class Store:
 
     def mark_callback_done(self, request_id: str, generation: int) -> bool:
         """Record that the callback of ``generation`` was delivered; False if it had been already."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
-                UpdateExpression="SET callback_done = :g",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND (attribute_not_exists(callback_done) OR callback_done < :g)"
-                ),
-                ExpressionAttributeValues={":g": _n(generation)},
-            )
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise aws.translate("dynamodb", "update_item", exc) from exc
-        except BotoCoreError as exc:
-            raise aws.translate("dynamodb", "update_item", exc) from exc
+        return self._conditional(
+            "update_item",
+            Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")},
+            UpdateExpression="SET callback_done = :g",
+            ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(callback_done) OR callback_done < :g)",
+            ExpressionAttributeValues={":g": _n(generation)},
+        )
 
     def record_delivery(self, request_id: str, delivery: dict[str, Any]) -> None:
         """Append one callback delivery attempt to the request."""
