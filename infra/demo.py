@@ -69,7 +69,8 @@ def batch_pipeline(factory: Factory, out_dir: Path) -> None:
     print(f"(wait exited {code}: 0 = all answered, 3 = finished with failures)")
     _heading("results, in input order")
     for item in factory.store().iter_batch(batch_id):
-        print(f"[{item.custom_id}] {item.status}, {item.attempts} attempt(s), {item.latency_ms} ms")
+        waited = f", put off {item.deferrals}x for the token budget" if item.deferrals else ""
+        print(f"[{item.custom_id}] {item.status}, {item.attempts} attempt(s){waited}, {item.latency_ms} ms")
         print(f"  Q: {item.question}")
         if item.answer:
             print("  A: " + format_answer(Answer.from_dict(item.answer)).replace("\n", "\n     "))
