@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +246,28 @@ class TokenBudget:
             ConsistentRead=True,
         )
         return BudgetState.from_item(found.get("Item"), self.limit, self.window)
+
+    def peek(self, assistants: Iterable[str]) -> dict[str, BudgetState]:
+        """The budgets of ``assistants`` for reporting (``citeq batch status``): one eventually consistent
+        BatchGetItem per 100 assistants, nothing written; an assistant without an item gets a fresh budget."""
+        names = sorted(set(assistants))
+        found: dict[str, BudgetState] = {name: BudgetState(limit=self.limit, window=self.window) for name in names}
+        for first in range(0, len(names), 100):
+            keys = [self._key(name) for name in names[first : first + 100]]
+            while keys:
+                answer = aws.call(
+                    self.store.client, "dynamodb", "batch_get_item",
+                    RequestItems={self.store.table: {"Keys": keys}},
+                )
+                for item in answer.get("Responses", {}).get(self.store.table, []):
+                    name = item["pk"]["S"].removeprefix("BUDGET#")
+                    # The limit the workers wrote wins over the reader's own setting.
+                    stored = json.loads(item["state"]["S"]).get("limit")
+                    found[name] = BudgetState.from_item(item, int(stored or self.limit), self.window)
+                keys = answer.get("UnprocessedKeys", {}).get(self.store.table, {}).get("Keys", [])
+                if keys:
+                    self.sleep(self.rng.uniform(0.02, 0.1))  # throttled: ask again for the rest shortly
+        return found
 
     def _write(self, assistant: str, state: BudgetState) -> bool:
         """Store ``state`` if nobody changed the item since it was read; False on a conflict."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from citeq import batch, dlq, export
+from citeq.budget import TokenBudget
 from citeq.callbacks import caller_secret
 from citeq.citations import MarkerFound, TextDelta
 from citeq.client import AssistantClient
@@ -30,7 +31,7 @@ from citeq.errors import (
     ValidationError,
 )
 from citeq.models import Answer, Citation, Reference
-from citeq.progress import Progress
+from citeq.progress import Pacing, Progress
 from citeq.queue import Queue
 from citeq.store import BatchInfo, Store
 
@@ -64,6 +65,18 @@ class Factory:
         """The SQS queue (and DLQ)."""
         self.settings.require("queue_url")
         return Queue(self.settings.queue_url or "", dlq_url=self.settings.dlq_url)
+
+    def budget(self) -> TokenBudget | None:
+        """The token budget the workers share, read for reports; None when calls are not paced
+        (``CITEQ_TOKENS_PER_MINUTE`` unset)."""
+        if not self.settings.tokens_per_minute:
+            return None
+        return TokenBudget(
+            self.store(),
+            self.settings.tokens_per_minute,
+            window=self.settings.token_window_seconds,
+            pause=self.settings.quota_probe_seconds,
+        )
 
     def clock(self) -> float:
         """Wall-clock seconds."""
@@ -177,23 +190,16 @@ def _submit(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
 
 def _status(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     info = _batch(factory, args.batch_id)
-    view = Progress(info, factory.clock() - info.created_ts)
-    if args.json:
-        out.write(
-            json.dumps(
-                {
-                    "batch_id": info.batch_id,
-                    "state": info.state,
-                    "total": info.total,
-                    "counts": info.counts,
-                    "rate_per_s": round(view.rate, 3),
-                    "eta_s": view.eta,
-                }
-            )
-            + "\n"
-        )
-    else:
-        out.write(view.summary() + "\n")
+    pacing = None
+    budget = factory.budget()
+    if budget is not None and not info.done:
+        unfinished = factory.store().unfinished(info.batch_id, info.counts["queued"] + info.counts["running"])
+        assistants = {request.assistant for request in unfinished}
+        if not assistants and factory.settings.assistant:
+            assistants = {factory.settings.assistant}  # nothing read yet (a submission still starting)
+        pacing = Pacing.of(unfinished, budget.peek(assistants), factory.clock())
+    view = Progress(info, factory.clock() - info.created_ts, pacing)
+    out.write((json.dumps(view.to_dict()) if args.json else view.summary()) + "\n")
     return EXIT_OK
 
 

@@ -218,6 +218,16 @@ class RequestItem:
 
 
 @dataclass(frozen=True)
+class Unfinished:
+    """What ``citeq batch status`` reads of a request not yet ended: whose budget it waits on, and until when."""
+
+    status: str
+    assistant: str
+    not_before: float | None = None
+    wait_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class BatchInfo:
     """A batch's record."""
 
@@ -709,6 +719,46 @@ class Store:
             kwargs["ExclusiveStartKey"] = start
         result = self._call("query", **kwargs)
         return [RequestItem.from_item(i) for i in result.get("Items", [])], result.get("LastEvaluatedKey")
+
+    def unfinished(self, batch_id: str, expected: int) -> list[Unfinished]:
+        """A batch's queued and running requests (status, assistant, ``not_before``, ``wait_reason`` only).
+
+        Queries the batch index from the end (the last requests of a batch are the ones still waiting) and
+        stops at the page where ``expected`` (the batch's queued + running counters) have been seen, so a
+        status read of a nearly finished 10k batch reads the tail, not every answer. Eventually consistent:
+        a figure for a report, not a decision."""
+        found: list[Unfinished] = []
+        if expected <= 0:
+            return found
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": GSI,
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "FilterExpression": "#st IN (:queued, :running)",
+            "ProjectionExpression": "#st, #as, #nb, #why",
+            "ExpressionAttributeNames": {
+                "#st": "status", "#as": "assistant", "#nb": "not_before", "#why": "wait_reason",
+            },
+            "ExpressionAttributeValues": {
+                ":pk": _s(f"BATCH#{batch_id}"), ":queued": _s("queued"), ":running": _s("running"),
+            },
+            "ScanIndexForward": False,
+        }
+        while True:
+            result = self._call("query", **kwargs)
+            found.extend(
+                Unfinished(
+                    status=_get_s(item, "status") or "queued",
+                    assistant=_get_s(item, "assistant") or "",
+                    not_before=_get_f(item, "not_before"),
+                    wait_reason=_get_s(item, "wait_reason"),
+                )
+                for item in result.get("Items", [])
+            )
+            start = result.get("LastEvaluatedKey")
+            if not start or len(found) >= expected:
+                return found
+            kwargs["ExclusiveStartKey"] = start
 
     def iter_batch(self, batch_id: str, page_size: int = 200) -> Iterator[RequestItem]:
         """Every request of a batch, in input order."""
