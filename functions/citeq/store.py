@@ -720,7 +720,7 @@ class Store:
         result = self._call("query", **kwargs)
         return [RequestItem.from_item(i) for i in result.get("Items", [])], result.get("LastEvaluatedKey")
 
-    def unfinished(self, batch_id: str, expected: int) -> list[Unfinished]:
+    def unfinished(self, batch_id: str, expected: int, page_size: int | None = None) -> list[Unfinished]:
         """A batch's queued and running requests (status, assistant, ``not_before``, ``wait_reason`` only).
 
         Queries the batch index from the end (the last requests of a batch are the ones still waiting) and
@@ -744,6 +744,8 @@ class Store:
             },
             "ScanIndexForward": False,
         }
+        if page_size:
+            kwargs["Limit"] = page_size
         while True:
             result = self._call("query", **kwargs)
             found.extend(
