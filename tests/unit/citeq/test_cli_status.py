@@ -89,7 +89,7 @@ def test_status_of_a_paced_batch_shows_deferred_requests_budget_and_eta(store: S
     # 10 remaining x 8,000 tokens / 19,400 a minute = 247 s.
     assert lines[4].endswith("ETA 4m07s from the token budget")
 
-    code, text = _status(aws, "--json", CITEQ_TOKENS_PER_MINUTE="20000")
+    _, text = _status(aws, "--json", CITEQ_TOKENS_PER_MINUTE="20000")
     body = json.loads(text)
     assert body["pacing"]["deferred"] == 6 and body["eta_basis"] == "budget"
     assert body["pacing"]["assistants"][0]["remaining"] == 10
@@ -99,7 +99,7 @@ def test_status_of_a_paced_batch_shows_deferred_requests_budget_and_eta(store: S
 def test_status_reads_the_limit_the_workers_wrote(store: Store, aws: dict[str, str]) -> None:
     _batch(store, 3)
     _spend(store, 30_000, [(10.0, 5_000)])
-    code, text = _status(aws, "--json", CITEQ_TOKENS_PER_MINUTE="starter")
+    _, text = _status(aws, "--json", CITEQ_TOKENS_PER_MINUTE="starter")
     assert json.loads(text)["pacing"]["assistants"][0]["limit_tokens"] == 30_000
 
 
