@@ -84,7 +84,8 @@ class Pacing:
                 line += f" (cut after a 429, recovering; {budget.throttles} so far)"
             elif budget.throttles:
                 line += f" ({budget.throttles} 429s so far)"
-            samples = f"mean of {len(budget.samples)} calls" if budget.samples else "default until calls report"
+            count = len(budget.samples)
+            samples = f"mean of {count} call{'s' if count != 1 else ''}" if count else "default until calls report"
             line += f"; ~{budget.estimate():,} tokens a call ({samples})"
             ahead = budget.reserved_ahead(self.now)
             if ahead:
