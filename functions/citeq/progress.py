@@ -16,7 +16,7 @@ from citeq.store import STATUSES, BatchInfo, Unfinished
 
 # The figure in a reason ("waiting for token budget (19,400 input tokens/min)") changes with the budget;
 # reasons are grouped without it.
-_FIGURE = re.compile(r"\s*\([\d,.]+ input tokens/min\)")
+_FIGURE = re.compile(r"\s*\([^()]*\btokens\b[^()]*\)")
 
 
 def reason_kind(reason: str) -> str:

@@ -52,6 +52,8 @@ COUNTS = {"queued": 8, "running": 2, "succeeded": 30, "failed": 0, "cancelled": 
         (THROTTLED, "rate limited (429)"),
         ("assistant paused: quota answer (403): Request failed.", "assistant paused"),
         ("token budget unavailable", "token budget unavailable"),
+        ("waiting for token budget (5,820 input tokens per 6 s)", "waiting for token budget"),
+        ("rate limited (429): pacing cut to 4,074 input tokens per 6 s", "rate limited (429)"),
         ("rate limited by the assistant (429); retrying in 5s", "rate limited by the assistant (429); retrying in 5s"),
     ],
 )
