@@ -78,7 +78,7 @@ def test_status_of_a_paced_batch_shows_deferred_requests_budget_and_eta(store: S
     for seq in range(3, 8):
         _defer(store, f"b1-{seq}", NOW + 30, "waiting for token budget (19,400 input tokens/min)")
     _defer(store, "b1-8", NOW + 40, "rate limited (429): pacing cut to 9,700 input tokens/min")
-    _spend(store, 20_000, [(40.0, 9_000), (20.0, 7_000)])
+    _spend(store, 20_000, [(50.0, 9_000), (20.0, 7_000)])  # spaced as the budget spreads calls
 
     code, text = _status(aws, CITEQ_TOKENS_PER_MINUTE="20000")
     lines = text.splitlines()
