@@ -46,7 +46,7 @@ SAFETY = 0.97
 FLOOR = 0.05
 CUT = 0.7
 RECOVERY = 0.10
-RELAX = 0.02
+RELAX = 0.01
 HORIZON = 300.0
 PAUSE = 300.0
 SAMPLES = 32
@@ -385,13 +385,18 @@ class TokenBudget:
         def change(state: BudgetState, now: float) -> tuple[float, str]:
             state.throttles += 1
             state.slots.pop(request_id, None)
+            started = state.used(now)
             if state.cut_rate is None or now - state.cut_at >= self.window:
                 # The calls of one burst that were refused are one event: one cut.
-                started = state.used(now)
                 rate = state.effective(now)
                 state.refused = min(rate, started) if started > 0 else rate
                 state.cut_rate = max(FLOOR * state.limit, state.refused * CUT)
                 state.cut_at = now
+            elif state.refused is not None and 0 < started < state.refused:
+                # Another call of the same burst refused: the calls counted at the first were not all accepted
+                # either. What the service let through is nearer to what is left: lower the cap, not the cut.
+                state.refused = started
+                state.cut_rate = min(state.cut_rate, max(FLOOR * state.limit, started * CUT))
             limit = state.effective(now)
             others = [(t, n) for t, n in state.slots.values()]
             not_before = now + (retry_after or 0.0)
