@@ -44,7 +44,7 @@ WINDOW = 60.0
 # Share of the plan's limit aimed at, so estimates that fall short rarely cross the real limit.
 SAFETY = 0.97
 FLOOR = 0.05
-CUT = 0.7
+CUT = 0.5
 RECOVERY = 0.10
 RELAX = 0.01
 HORIZON = 300.0
