@@ -144,7 +144,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
 
         # Drain: until every request ended, every queue is empty and the callbacks owed arrived, three checks
         # in a row, the reconciler run on each (bounded in time: a hang is a failure with the state printed).
-        deadline = started + 240 + SIZE * 0.5
+        deadline = started + 600 + SIZE * 0.5
         reconciled, stable, state = 0, 0, {}
         callback_url = stack.resources["CallbackQueue"]
         while stable < 3:
