@@ -44,9 +44,8 @@ QUESTIONS = [
     "How long is production access granted for?",
     "How long does a bulk export link stay valid?",
 ]
-# A 4-second token window (emulator and citeq alike) holding ~48 calls of ~1.3k prompt tokens. Every 429 halves
-# the pacer's rate and it grows back by a tenth of the limit a window, so with 10% random 429s it settles near
-# 5 calls a second, and the limit binds when it has grown back.
+# A 4-second token window (emulator and citeq alike) holding ~48 calls of ~1.3k prompt tokens. Random 429s make
+# the pacer cut its rate (it cannot tell them from the limit's), so the limit binds only when it has grown back.
 WINDOW_SECONDS = 4
 TOKENS_PER_WINDOW = 64_000
 # The worker's timeout (and so each attempt's lease) and the queue's visibility timeout, cut from 120 / 750 s.
