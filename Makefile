@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export SAM_CLI_TELEMETRY := 0
 PYTEST_ARGS ?=
 
-.PHONY: install lint typecheck validate test unit bench demo build clean
+.PHONY: install lint typecheck validate test unit bench chaos demo build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ test: lint typecheck validate
 build: $(STAMP)
 	$(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
+# Every benchmark; the figures are printed and written as one table to out/bench.md.
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m bench tests/bench $(PYTEST_ARGS)
+
+# The chaos suite at full size (make test runs it with 300 questions).
+chaos: $(STAMP)
+	CITEQ_CHAOS_SIZE=2000 $(BIN)/python -m pytest -q -s tests/chaos $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m infra.demo

@@ -36,6 +36,7 @@ _FAULT_FLAGS: dict[str, tuple[type, str]] = {
     "rate_503": (float, "fraction answered 503"),
     "rate_drop": (float, "fraction whose connection is dropped mid-response or mid-stream"),
     "retry_after": (float, "Retry-After seconds sent with 429/503 (absent if unset)"),
+    "retry_after_rate": (float, "share of injected 429/503 answers that carry --retry-after (default 1)"),
     "drop_after_chunks": (int, "stream chunks sent before a drop"),
     "answer_repeat": (int, "repeat each answer N times (large-answer benchmarks)"),
     "stream_chunk_chars": (int, "merge stream content into chunks of at least N characters"),

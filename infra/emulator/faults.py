@@ -32,6 +32,8 @@ class FaultConfig:
     rate_503: float = 0.0
     rate_drop: float = 0.0
     retry_after: float | None = None
+    # The share of injected 429/503 answers that carry ``retry_after`` (the service sends it on some only).
+    retry_after_rate: float = 1.0
     drop_after_chunks: int = 3
     text_plain_errors: bool = False
     stream_done: bool = False
@@ -133,13 +135,18 @@ class Faults:
                     status = code
                     break
                 draw -= rate
+            retry_after = None
+            # The draw is made only for a share below 1, so seeded runs without one are unchanged.
+            with_retry_after = config.retry_after_rate >= 1.0 or self._rng.random() < config.retry_after_rate
+            if status in (429, 503) and config.retry_after is not None and with_retry_after:
+                retry_after = config.retry_after
             drop = None
             if status is None and config.rate_drop and self._rng.random() < config.rate_drop:
                 drop = "any"
             return Decision(
                 delay_s=delay / 1000,
                 status=status,
-                retry_after=config.retry_after if status in (429, 503) else None,
+                retry_after=retry_after,
                 drop=drop,
                 drop_after_chunks=config.drop_after_chunks,
             )

@@ -232,6 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
         if drop:
             self.wfile.write(data[: len(data) // 2])
             self._abort()
+            # The status line went out (and was counted), the body did not: counted as "dropped" too, so tests
+            # can tell answers a client received from ones it lost.
+            if self._route is not None:
+                self.server.counters.answered(*self._route, "dropped")
             return status
         self.wfile.write(data)
         return status

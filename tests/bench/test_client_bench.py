@@ -14,6 +14,7 @@ from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.models import Citation, FileRef, ParsedContent, Reference
 from tests.bench.emulator_process import API_KEY, emulator_process
+from tests.bench.figures import Figures
 
 QUESTION = "What does a request over the rate limit receive?"
 _STRIP = re.compile(r" ?\[\d+(?:, pp?\.\s*[\d,\s-]+)?\]")
@@ -41,7 +42,7 @@ def _big_answer(markers: int = 5000, size: int = 1_000_000) -> str:
     return render_content(ParsedContent(text, tuple(citations), tuple(files)))
 
 
-def test_parse_1mb_with_5000_markers_against_bare_re_sub() -> None:
+def test_parse_1mb_with_5000_markers_against_bare_re_sub(figures: Figures) -> None:
     content = _big_answer()
     parsed = parse_content(content)
     assert len(parsed.citations) == 5000
@@ -53,13 +54,15 @@ def test_parse_1mb_with_5000_markers_against_bare_re_sub() -> None:
         f"\n[parse] {len(content) / 1e6:.2f} MB, 5000 markers: parse_content {ours * 1000:.1f} ms, "
         f"bare re.sub {baseline * 1000:.1f} ms -> speed {baseline / ours:.2f}x of re.sub (target >= 0.5)"
     )
+    figures.add("parse_content, 1 MB with 5,000 markers (speed)", f"{ours * 1000:.1f} ms",
+                f"bare re.sub {baseline * 1000:.1f} ms", baseline / ours, ">= 0.5")
 
 
 def _client(url: str) -> AssistantClient:
     return AssistantClient(Settings.from_env({}, api_key=API_KEY, pinecone_host=url, assistant="bench"))
 
 
-def test_stream_through_client_versus_raw_iter_lines() -> None:
+def test_stream_through_client_versus_raw_iter_lines(figures: Figures) -> None:
     with emulator_process("--answer-repeat", "300") as url:
         client = _client(url)
         endpoint = f"{client.host_for('bench')}/assistant/chat/bench/chat/completions"
@@ -86,9 +89,11 @@ def test_stream_through_client_versus_raw_iter_lines() -> None:
         f"\n[stream] {lines} SSE chunks: raw iter_lines {raw_time * 1000:.0f} ms, client.stream + citation events "
         f"{our_time * 1000:.0f} ms -> {our_time / raw_time:.2f}x (target <= 1.2)"
     )
+    figures.add("client.stream + citation events (time)", f"{our_time * 1000:.0f} ms",
+                f"raw iter_lines {raw_time * 1000:.0f} ms", our_time / raw_time, "<= 1.2")
 
 
-def test_10mb_stream_peak_memory_grows_by_chunks_not_answer_size() -> None:
+def test_10mb_stream_peak_memory_grows_by_chunks_not_answer_size(figures: Figures) -> None:
     with emulator_process("--stream-chunk-chars", "4096") as url:
         client = _client(url)
         client.host_for("bench")
@@ -118,3 +123,6 @@ def test_10mb_stream_peak_memory_grows_by_chunks_not_answer_size() -> None:
         f"{peak / 1024:.0f} KB -> grows by {growth / 1024:.0f} KB = {growth / 4096:.1f} chunks "
         f"({growth / received * 100:.2f}% of the answer's size)"
     )
+    figures.add(f"{received / 1e6:.0f} MB streamed answer, peak memory", f"{peak / 1024:.0f} KB",
+                f"{small_size}-char answer {small_peak / 1024:.0f} KB", peak / max(1, small_peak),
+                f"grows by a few 4 KB chunks (+{growth / 4096:.1f})")

@@ -20,6 +20,7 @@ from citeq import batch
 from citeq.store import NewRequest, Store
 from infra.local import LocalStack
 from infra.local.context import LambdaContext
+from tests.bench.figures import Figures
 from tests.helpers import ASSISTANT, ROOT, Admin, load_event
 
 QUESTION = "What does a request over the rate limit receive?"
@@ -56,7 +57,7 @@ def app(worker_env: dict[str, str]) -> ModuleType:
 
 
 def test_one_invocation_of_10_records_costs_about_one_answer(
-    app: ModuleType, worker_env: dict[str, str], admin: Admin
+    app: ModuleType, worker_env: dict[str, str], admin: Admin, figures: Figures
 ) -> None:
     admin.faults(latency_ms=300)
     store = Store(worker_env["CITEQ_TABLE"])
@@ -71,11 +72,13 @@ def test_one_invocation_of_10_records_costs_about_one_answer(
         f"\n[worker] emulator at 300 ms/answer: 1 record {timings[1] * 1000:.0f} ms, 10 records "
         f"{timings[10] * 1000:.0f} ms -> {timings[10] / timings[1]:.2f}x one answer (target <= 1.5)"
     )
+    figures.add("one worker invocation, 10 records, 300 ms answers", f"{timings[10] * 1000:.0f} ms",
+                f"1 record {timings[1] * 1000:.0f} ms", timings[10] / timings[1], "<= 1.5")
 
 
 # 5 invocations is template.yaml's default MaximumConcurrency.
 @pytest.mark.parametrize("invocations", [2, 4, 5])
-def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations: int) -> None:
+def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations: int, figures: Figures) -> None:
     batch_size = 5  # template.yaml's default BatchSize
     concurrency = invocations * batch_size
     with LocalStack(max_concurrency=invocations, plan=None, latency="none") as stack:
@@ -105,6 +108,8 @@ def test_1000_questions_through_the_local_pipeline_at_concurrency_c(invocations:
         f"= {concurrency}: {elapsed:.1f} s (submit {enqueue:.1f} s) -> {rate:.1f} answers/s = "
         f"{rate / ideal * 100:.0f}% of the ideal C/0.3 s = {ideal:.1f}/s (target >= 80%)"
     )
+    figures.add(f"1,000 questions through the pipeline, C = {concurrency}", f"{rate:.1f} answers/s",
+                f"ideal C / 0.3 s = {ideal:.1f}/s", rate / ideal, ">= 0.8")
 
 
 def _fresh_import_seconds(module: str) -> float:
@@ -127,13 +132,15 @@ def _fresh_import_seconds(module: str) -> float:
     return min(runs)
 
 
-def test_importing_the_worker_module_against_import_boto3() -> None:
+def test_importing_the_worker_module_against_import_boto3(figures: Figures) -> None:
     boto = _fresh_import_seconds("boto3")
     worker = _fresh_import_seconds("worker.app")
     print(
         f"\n[import] fresh interpreter, best of 5: import boto3 {boto * 1000:.0f} ms, import worker.app "
         f"{worker * 1000:.0f} ms -> {worker / boto:.2f}x (target <= 2)"
     )
+    figures.add("importing worker.app", f"{worker * 1000:.0f} ms", f"import boto3 {boto * 1000:.0f} ms", worker / boto,
+                "<= 2")
 
 
 MEMORY_CHILD = r"""
@@ -177,7 +184,7 @@ if True:  # moto runs in another process (AWS_ENDPOINT_URL): this process holds 
 """
 
 
-def test_batch_of_10_with_50kb_answers_peak_rss() -> None:
+def test_batch_of_10_with_50kb_answers_peak_rss(figures: Figures) -> None:
     from tests.bench.emulator_process import API_KEY, emulator_process
 
     moto = subprocess.Popen(
@@ -210,15 +217,17 @@ def test_batch_of_10_with_50kb_answers_peak_rss() -> None:
         finally:
             moto.terminate()
             moto.wait(10)
-    figures = json.loads(out.strip().splitlines()[-1])
+    figures_ = json.loads(out.strip().splitlines()[-1])
     probe = (
         "import boto3\nfor line in open('/proc/self/status'):\n    if line.startswith('VmHWM:'): print(line.split()[1])"
     )
     baseline = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     print(
-        f"\n[memory] 10 records with {figures['answer_bytes'] / 1000:.0f} KB answer objects "
-        f"({figures['text_bytes'] / 1000:.1f} KB of text each): peak RSS "
-        f"{figures['peak_kb'] / 1024:.0f} MB (target < 150 MB; {figures['before_kb'] / 1024:.0f} MB before the "
+        f"\n[memory] 10 records with {figures_['answer_bytes'] / 1000:.0f} KB answer objects "
+        f"({figures_['text_bytes'] / 1000:.1f} KB of text each): peak RSS "
+        f"{figures_['peak_kb'] / 1024:.0f} MB (target < 150 MB; {figures_['before_kb'] / 1024:.0f} MB before the "
         f"invocation); a bare `import boto3` process peaks at "
         f"{int(baseline) / 1024:.0f} MB"
     )
+    figures.add("10 records with ~50 KB answers, peak RSS", f"{figures_['peak_kb'] / 1024:.0f} MB",
+                f"import boto3 {int(baseline) / 1024:.0f} MB", figures_['peak_kb'] / int(baseline), "< 150 MB")

@@ -19,6 +19,7 @@ from citeq.webhooks import sign
 from infra.local.apps import UvicornThread
 from infra.local.context import LambdaContext
 from tests.bench.emulator_process import API_KEY, emulator_process
+from tests.bench.figures import Figures
 
 QUESTION = "What does a request over the rate limit receive?"
 PROXY_AUTH = {"Authorization": "Bearer bench-key"}
@@ -53,7 +54,9 @@ def _measure(url: str, headers: dict[str, str]) -> tuple[float, int, int]:
     return first, events, merged
 
 
-def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(
+    monkeypatch: pytest.MonkeyPatch, figures: Figures
+) -> None:
     with emulator_process("--chunk-delay-ms", "15", assistant="bench") as emulator:
         monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
         monkeypatch.setenv("CITEQ_ASSISTANT_HOST", emulator)
@@ -78,9 +81,12 @@ def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(monkeypatch:
         f"(+1: the answer object); reads holding merged events: direct {sum(d[2] for d in direct)}, "
         f"proxied {sum(p[2] for p in proxied)} of {sum(p[1] for p in proxied)} events"
     )
+    figures.add("stream app time to first byte, p50", f"{p50:.1f} ms", f"direct {d50:.1f} ms", p50 / d50, "<= +5 ms")
 
 
-def test_webhook_accept_latency_in_process_on_moto(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_webhook_accept_latency_in_process_on_moto(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, figures: Figures
+) -> None:
     secret = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
     monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", secret)
     app = _load("webhook.app")
@@ -116,3 +122,5 @@ def test_webhook_accept_latency_in_process_on_moto(worker_env: dict[str, str], m
         f"\n[webhook] accept (verify + store + enqueue) on moto in process: p50 {p50:.1f} ms (target <= 20), "
         f"p99 {p99:.1f} ms (target <= 50); one GetItem on the same moto: p50 {b50:.2f} ms -> {p50 / b50:.1f}x"
     )
+    figures.add("webhook accept p50 / p99 (verify, store, enqueue)", f"{p50:.1f} / {p99:.1f} ms",
+                f"GetItem p50 {b50:.2f} ms", p50 / b50, "<= 20 / 50 ms")
