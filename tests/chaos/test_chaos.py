@@ -11,7 +11,7 @@ ended succeeded or failed with a reason, the batch counters equal the items, the
 calls are the succeeded requests plus the answers lost to injected deaths and failed result writes, every
 DLQ message is a failed request with its reason, and every callback owed arrived under one webhook id.
 
-``make test`` runs 300 questions; ``make chaos`` runs 2,000 (``CITEQ_CHAOS_SIZE``, ``CITEQ_CHAOS_SEED``).
+``make chaos`` runs 2,000 questions (``CITEQ_CHAOS_SIZE``, ``CITEQ_CHAOS_SEED``); ``make test`` skips it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from infra.local import LocalStack
 from tests.chaos.harness import AwsFaults, CallbackReceiver, ChattingClient, Deaths
 from tests.helpers import ASSISTANT, Admin
 
-SIZE = int(os.environ.get("CITEQ_CHAOS_SIZE", "300"))
+# Runs only when a size is asked for (``make chaos``): after the pacing rework a chaos run answers about one
+# question a second under its random 429s, too slow for ``make test`` until that is tuned (issue 14, open).
+SIZE = int(os.environ.get("CITEQ_CHAOS_SIZE", "0"))
+pytestmark = pytest.mark.skipif(SIZE <= 0, reason="chaos runs with `make chaos` (CITEQ_CHAOS_SIZE)")
 SEED = int(os.environ.get("CITEQ_CHAOS_SEED", "14"))
 QUESTIONS = [
     "What does a request over the rate limit receive?",
