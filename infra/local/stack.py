@@ -239,7 +239,8 @@ class LocalStack:
         self.pacing = tokens_per_minute
         self._set_env({"CITEQ_TOKENS_PER_MINUTE": str(tokens_per_minute or "none")})
         settings = Settings.from_env()
-        self.worker_handler = worker_app.handler_for(worker_app.build(settings), settings.worker_concurrency)
+        self.worker = worker_app.build(settings)
+        self.worker_handler = worker_app.handler_for(self.worker, settings.worker_concurrency)
         if self.poller is not None:
             self.poller.handler = self.worker_handler
 
