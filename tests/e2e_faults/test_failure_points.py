@@ -303,8 +303,8 @@ def wait_until(check: Callable[[], bool], timeout: float = 90.0, what: str = "co
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    # Short visibility timeouts so a dead invocation's messages come back within seconds; a worker timeout
-    # (lease) just longer than the first and shorter than two of them.
+    # Short visibility timeouts so a dead invocation's messages come back within seconds, and the shortest
+    # worker timeout (the lease) the call deadline allows: a dead attempt's request is taken over in ~7 s.
     with LocalStack(
         visibility_timeout=3,
         callback_visibility_timeout=2,
