@@ -69,6 +69,8 @@ class LocalStack:
         worker_env: dict[str, str] | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: int | None = None,
+        callback_visibility_timeout: int | None = None,
+        worker_timeout: int | None = None,
         reconcile_every: float = 60.0,
         plan: str | None = "standard",
         tokens_per_minute: int | None = None,
@@ -99,6 +101,11 @@ class LocalStack:
         self.max_concurrency = max_concurrency or self.settings.max_concurrency
         # Tests shorten the queue's visibility timeout (template: 750 s) to see redeliveries quickly.
         self.visibility_timeout = visibility_timeout
+        # ...and the callback queue's (template: 180 s), and the worker's timeout (template: 120 s), which is
+        # how long a claimed request's lease lasts (at least 6 s: the call deadline keeps 3 s back, an attempt
+        # needs 2 s).
+        self.callback_visibility_timeout = callback_visibility_timeout
+        self.worker_timeout = worker_timeout
         # The template runs the reconciler every minute; tests shorten it.
         self.reconcile_every = reconcile_every
         # citeq's CITEQ_TOKENS_PER_MINUTE: the emulated plan's limit unless a test configures another (or None).
@@ -110,6 +117,9 @@ class LocalStack:
         self.callback_poller: Poller | None = None
         self.stream_poller: StreamPoller | None = None
         self.worker_handler: Callable[[dict[str, Any], Any], Any] | None = None
+        # The collaborators the handlers use (tests hook their boto3 clients' events to inject failures).
+        self.worker: Any = None
+        self.dispatcher: Any = None
         self.dispatcher_handler: Callable[[dict[str, Any], Any], Any] | None = None
         self.reconciler_handler: Callable[[dict[str, Any], Any], Any] | None = None
         self._reconciling = threading.Event()
@@ -201,8 +211,10 @@ class LocalStack:
         from worker import app as worker_app
 
         settings = Settings.from_env()
-        self.worker_handler = worker_app.handler_for(worker_app.build(settings), settings.worker_concurrency)
-        self.dispatcher_handler = dispatcher_app.handler_for(dispatcher_app.build(settings))
+        self.worker = worker_app.build(settings)
+        self.worker_handler = worker_app.handler_for(self.worker, settings.worker_concurrency)
+        self.dispatcher = dispatcher_app.build(settings)
+        self.dispatcher_handler = dispatcher_app.handler_for(self.dispatcher)
         self.reconciler_handler = reconciler_app.build(settings)
         # The dispatcher runs even when the worker does not poll: storing a request is what queues it.
         streams = boto3.client("dynamodbstreams", region_name=REGION)
@@ -227,7 +239,8 @@ class LocalStack:
         self.pacing = tokens_per_minute
         self._set_env({"CITEQ_TOKENS_PER_MINUTE": str(tokens_per_minute or "none")})
         settings = Settings.from_env()
-        self.worker_handler = worker_app.handler_for(worker_app.build(settings), settings.worker_concurrency)
+        self.worker = worker_app.build(settings)
+        self.worker_handler = worker_app.handler_for(self.worker, settings.worker_concurrency)
         if self.poller is not None:
             self.poller.handler = self.worker_handler
 
@@ -264,7 +277,7 @@ class LocalStack:
             batch_size=self.settings.batch_size,
             window=self.settings.window,
             max_concurrency=self.max_concurrency,
-            timeout=self.settings.timeout,
+            timeout=self.worker_timeout or self.settings.timeout,
             region=REGION,
         ).start()
         # The callback function's SQS event source (template: BatchSize 10, window 1 s, timeout 30 s).
@@ -345,10 +358,14 @@ class LocalStack:
                     stack_name=STACK_NAME,
                 )
             )
-        if self.visibility_timeout is not None:
-            boto3.client("sqs", region_name=REGION).set_queue_attributes(
-                QueueUrl=self.queue_url, Attributes={"VisibilityTimeout": str(self.visibility_timeout)}
-            )
+        for url, seconds in (
+            (self.queue_url, self.visibility_timeout),
+            (self.resources["CallbackQueue"], self.callback_visibility_timeout),
+        ):
+            if seconds is not None:
+                boto3.client("sqs", region_name=REGION).set_queue_attributes(
+                    QueueUrl=url, Attributes={"VisibilityTimeout": str(seconds)}
+                )
 
     @staticmethod
     def _put_secret(name: str, value: str) -> str:
