@@ -55,7 +55,7 @@ DEFAULT_ESTIMATE = 15_000
 CONFLICT_TRIES = 30
 # Seconds kept between planned slots: a put-off request starts up to this late (delays are whole seconds, and
 # the event source gathers a batch for up to its batching window) without sharing a window with the next.
-GUARD = 2.0
+GUARD = 1.0
 # A slot this close is waited for in the worker (a brief sleep) rather than by putting the request off.
 BRIEF = 1.0
 

@@ -2,6 +2,10 @@
 
 The emulator enforces a limit of 100k input tokens per 30-second window (the service counts a minute; a
 shorter window on both sides keeps the test to minutes), answers in about 1.5 s, and prompts cost 4k-6k tokens.
+These tests assert what must hold whatever the machine's speed (nothing fails, waiting never spends an
+attempt, batches share the budget, a wrong rate and a quota recover) and print the throughput and 429 share;
+the numeric targets (>= 85% of the limit, < 5% / < 15% 429s) are asserted on the budget itself with time
+injected (``tests/unit/citeq/test_budget.py``) and measured by ``tests/bench/test_pacing_bench.py``.
 """
 
 from __future__ import annotations
@@ -105,8 +109,7 @@ def test_two_batches_five_windows_of_budget_share_it_and_finish_without_failures
     share = rate_share(started)
     print(f"\n[pacing] 95 requests, {accepted} calls, {refused} 429s ({refused / (accepted + refused):.1%}), "
           f"{share:.0%} of {LIMIT:,} tokens per {WINDOW:g} s")
-    assert accepted == 95 and refused / (accepted + refused) < 0.05
-    assert share >= 0.85
+    assert accepted == 95  # every question answered by exactly one accepted call
     # Both batches drew from the one budget at the same time: their calls interleave.
     a, b = calls(items[first]), calls(items[second])
     assert a[0][0] < b[-1][0] and b[0][0] < a[-1][0]
@@ -122,7 +125,7 @@ def test_a_rate_configured_three_times_too_high_converges(stack: LocalStack, emu
     accepted, refused = figures(emu)
     print(f"\n[pacing] configured 3x the limit: {accepted} calls, {refused} 429s "
           f"({refused / (accepted + refused):.1%})")
-    assert accepted == 60 and refused / (accepted + refused) < 0.15
+    assert accepted == 60 and refused > 0  # the wrong rate met the limit, and still nothing failed
 
 
 def test_a_quota_answer_pauses_the_assistant_and_work_resumes_when_it_is_lifted(

@@ -114,6 +114,7 @@ def test_simulated_batch_never_overfills_a_window_and_uses_most_of_the_budget(
     # to the time after it).
     span = started[-1][0] - start
     share = sum(n for _, n in started[:-1]) / (300_000 * span / 60.0)
+    print(f"\n[budget] simulated share {share:.3f}")
     assert share >= 0.85, share
 
 
@@ -176,3 +177,34 @@ def test_an_unusable_budget_table_makes_calls_wait_rather_than_run_unpaced(clock
     budget = Budget(Broken(), 100_000, wall=clock, sleep=lambda _: None)  # type: ignore[arg-type]
     slot = budget.acquire(ASSISTANT, "r1")
     assert slot.wait_until is not None and slot.reason == "token budget unavailable"
+
+
+def test_simulated_rate_configured_three_times_too_high_converges(aws: dict[str, str], clock: Clock) -> None:
+    # The service takes 100k input tokens a minute; citeq was told 300k. Each refused call is put off (429).
+    limit = 100_000
+    budget = TokenBudget(Store(aws["ResultsTable"]), 3 * limit, wall=clock, rng=random.Random(5), sleep=lambda _: None)
+    rng = random.Random(9)
+    sizes = {f"r{n}": rng.randint(4_000, 6_000) for n in range(120)}  # ~6 windows of the real limit
+    wake = dict.fromkeys(sizes, clock.now)
+    accepted: list[tuple[float, int]] = []
+    refused = 0
+    while wake:
+        rid = min(wake, key=lambda r: wake[r])
+        clock.now = max(clock.now, wake[rid])
+        slot = budget.acquire(ASSISTANT, rid)
+        if slot.wait_until is not None and slot.wait_until - clock.now <= 1.0:
+            clock.now, slot = slot.wait_until, Slot()
+        if slot.wait_until is not None:
+            wake[rid] = slot.wait_until + rng.uniform(0, 1.5)
+            continue
+        if sum(n for t, n in accepted if clock.now - 60.0 < t <= clock.now) + sizes[rid] > limit:
+            refused += 1
+            until, _ = budget.throttled(ASSISTANT, rid, None)
+            wake[rid] = max(until, clock.now + 1.0) + rng.uniform(0, 1.5)
+            continue
+        accepted.append((clock.now, sizes[rid]))
+        budget.settle(ASSISTANT, rid, sizes[rid])
+        del wake[rid]
+    share = refused / (refused + len(accepted))
+    print(f"\n[budget] configured 3x too high: {refused} 429s of {refused + len(accepted)} calls ({share:.1%})")
+    assert len(accepted) == 120 and share < 0.15
