@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,18 @@ def stream_drain(table: str) -> Callable[[], None]:
     handler = dispatcher_app.handler_for(dispatcher_app.build(Settings.from_env()))
     poller = StreamPoller(boto3.client("dynamodbstreams"), arn, handler, filters=dispatcher_settings(load()).filters)
     return poller.drain
+
+
+class LoopbackServer:
+    """Base of the tests' small HTTP peers: ``serve(Handler)`` starts a ThreadingHTTPServer on 127.0.0.1 (a free
+    port) on a daemon thread; ``url`` and ``port`` say where; ``close()`` stops it."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import ModuleType
 from typing import Any
 
@@ -23,11 +23,12 @@ from standardwebhooks import Webhook
 from citeq.callbacks import SCHEDULE, Deliverer, caller_secret
 from citeq.store import NewRequest, Store
 from infra.local.context import LambdaContext
+from tests.helpers import LoopbackServer
 
 SECRET = "whsec_" + base64.b64encode(random.Random(3).randbytes(32)).decode()
 
 
-class Receiver:
+class Receiver(LoopbackServer):
     """An HTTP receiver on 127.0.0.1 that records each delivery's headers and body."""
 
     def __init__(self) -> None:
@@ -44,13 +45,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 class Dripper:

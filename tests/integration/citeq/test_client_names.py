@@ -4,9 +4,8 @@ plane on 127.0.0.1 that counts its describe calls."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -14,9 +13,10 @@ import pytest
 from citeq.client import MAX_CACHED_HOSTS, AssistantClient
 from citeq.config import Settings
 from citeq.errors import ValidationError
+from tests.helpers import LoopbackServer
 
 
-class ControlPlane:
+class ControlPlane(LoopbackServer):
     """Answers every describe-assistant call with a data host, and counts them."""
 
     def __init__(self) -> None:
@@ -39,13 +39,7 @@ class ControlPlane:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import importlib.util
 import json
 import logging
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import APIStatusError, RateLimitError, ServerError
 from infra.local.apps import UvicornThread
+from tests.helpers import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[3]
 ERROR = {"error": {"code": "RESOURCE_EXHAUSTED", "message": "Token limit reached for this minute"}, "status": 429}
@@ -30,7 +30,7 @@ def _chunk(content: str) -> str:
     return json.dumps({"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": content}}]})
 
 
-class Upstream:
+class Upstream(LoopbackServer):
     """An assistant data plane on 127.0.0.1 that streams ``events`` (data strings) and counts its calls."""
 
     def __init__(self, events: list[str]) -> None:
@@ -53,13 +53,7 @@ class Upstream:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture(params=["before content", "after content"])
