@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +78,6 @@ def abandoned_reason(item: RequestItem, receives: int) -> dict[str, Any]:
 def reconcile(*, store: Store, queue: Queue, max_receives: int, limit: int = 500, now: float | None = None) -> int:
     """Fail every request whose current message sits in the DLQ and that no attempt holds; returns how many.
     The messages stay in the DLQ (for ``dlq show`` and ``redrive``)."""
-    import time
-
     letters = queue.dead_letters(limit, hold_seconds=60)
     ended = 0
     try:
