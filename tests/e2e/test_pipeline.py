@@ -14,8 +14,9 @@ from citeq import batch, dlq
 from citeq.cli import EXIT_FAILURES, EXIT_OK, Factory, main
 from citeq.config import Settings
 from citeq.dispatch import message_body
+from citeq.models import STATUSES
 from citeq.queue import Queue
-from citeq.store import STATUSES, Store
+from citeq.store import Store
 from infra.local import LocalStack
 from tests.helpers import Admin
 

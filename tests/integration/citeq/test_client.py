@@ -21,6 +21,7 @@ from citeq.errors import (
     StreamBroken,
     Timeout,
 )
+from citeq.models import ChatRequest
 from citeq.retry import RetryPolicy
 from infra.emulator import EmulatorServer
 from tests.helpers import ASSISTANT, Admin
@@ -136,7 +137,7 @@ def test_persistent_429_gives_up_after_max_attempts(emulator: EmulatorServer, ad
 def test_text_plain_error_is_still_parsed(emulator: EmulatorServer, admin: Admin, clock: Clock) -> None:
     admin.faults(text_plain_errors=True)
     with pytest.raises(BadRequestError) as info:
-        make_client(emulator, clock).chat(QUESTION, model="gpt-99")
+        make_client(emulator, clock).chat(ChatRequest.ask(QUESTION, ASSISTANT, model="gpt-99"))
     assert info.value.code == "INVALID_ARGUMENT" and "Invalid model" in info.value.message
     assert info.value.request_id is not None
     assert admin.count("chat_completions") == 1  # a 400 is permanent: never retried
@@ -190,7 +191,7 @@ def test_not_found_and_auth_errors_are_permanent_and_never_show_the_key(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(NotFoundError):
-        make_client(emulator, clock).chat(QUESTION, assistant="nobody")
+        make_client(emulator, clock).chat(ChatRequest.ask(QUESTION, "nobody"))
     bad = make_client(emulator, clock, api_key="pcsk_wrong_secret_value")
     with pytest.raises(AuthenticationError) as info:
         bad.chat(QUESTION)

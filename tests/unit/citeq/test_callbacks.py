@@ -169,11 +169,12 @@ def test_schedule_reaches_about_a_day() -> None:
 def test_a_signing_secret_that_is_unusable_is_a_failed_attempt_retried_later(aws: dict[str, str], secret: str) -> None:
     from citeq.callbacks import Deliverer
     from citeq.errors import ConfigurationError
-    from citeq.store import NewRequest, Store
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
 
     store = Store(aws["ResultsTable"])
     store.put_request(
-        NewRequest("r-cb", "a", [{"role": "user", "content": "q"}], callback={"url": "https://hooks.example.com/cb"})
+        Request("r-cb", ChatRequest.ask("q", "a"), callback_url="https://hooks.example.com/cb")
     )
     running = store.claim(store.get("r-cb"), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
