@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from citeq.client import AssistantClient
-from citeq.models import ChatRequest
 from citeq.config import Settings
 from citeq.errors import APIStatusError, RateLimitError, ServerError
+from citeq.models import ChatRequest
 from infra.local.apps import UvicornThread
 from tests.helpers import LoopbackServer
 
