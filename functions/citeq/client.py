@@ -33,7 +33,18 @@ from citeq.errors import (
     ValidationError,
     status_error,
 )
-from citeq.models import ASSISTANT_NAME, Answer, ChatRequest, ParsedContent, UsageDict, usage_from
+from citeq.models import (
+    ASSISTANT_NAME,
+    OPTIONS,
+    Answer,
+    ChatRequest,
+    Citation,
+    FileRef,
+    ParsedContent,
+    Reference,
+    UsageDict,
+    usage_from,
+)
 from citeq.retry import RetryPolicy, retry_delay, should_retry
 from citeq.sse import SSEDecoder
 
@@ -225,8 +236,9 @@ class AssistantClient:
             self._hosts[assistant] = host
         return host
 
-    def _chat_url(self, assistant: str, deadline: float | None) -> str:
-        return f"{self.host_for(assistant, deadline)}/assistant/chat/{quote(assistant, safe='')}/chat/completions"
+    def _chat_url(self, request: ChatRequest, deadline: float | None) -> str:
+        name = quote(request.assistant, safe="")
+        return f"{self.host_for(request.assistant, deadline)}/assistant/chat/{name}{request.endpoint}"
 
     def _request_for(self, request: ChatRequest | str) -> ChatRequest:
         if isinstance(request, ChatRequest):
@@ -241,7 +253,8 @@ class AssistantClient:
         ``ChatRequest`` (``ChatRequest.parse``/``ask``), or a question for the default assistant (CITEQ_ASSISTANT);
         ``deadline`` is a ``monotonic`` instant no attempt may outlive."""
         request = self._request_for(request)
-        url = self._chat_url(request.assistant, deadline)
+        url = self._chat_url(request, deadline)
+        read_answer = answer_from_chat if request.options.standard_only else answer_from_completion
 
         def attempt(_: int) -> Answer:
             response = self._request(
@@ -251,7 +264,7 @@ class AssistantClient:
                 payload = response.json()
             except (ValueError, requests.RequestException):
                 raise ConnectionFailed("chat completion: response body was cut off or is not JSON") from None
-            return answer_from_completion(payload)
+            return read_answer(payload)
 
         return self._retrying(attempt, deadline, f"chat {request.assistant}")
 
@@ -270,7 +283,11 @@ class AssistantClient:
         every chunk the moment it arrives.
         """
         request = self._request_for(request)
-        url = self._chat_url(request.assistant, deadline)
+        if request.options.standard_only:
+            standard = ", ".join(name for name, option in OPTIONS.items() if option.standard_only)
+            raise ValidationError(f"{standard} need a default (non-streamed) answer: streams use the "
+                                  "OpenAI-compatible endpoint, which does not take them")
+        url = self._chat_url(request, deadline)
 
         def open_stream() -> requests.Response:
             return self._retrying(
@@ -307,6 +324,41 @@ def answer_from_completion(payload: Any) -> Answer:
         )
     except (KeyError, IndexError, TypeError) as exc:
         raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
+
+
+def answer_from_chat(payload: Any) -> Answer:
+    """A standard chat response (``ChatModel``: ``{"id", "model", "finish_reason", "message": {"role",
+    "content"}, "usage", "citations": [{"position", "references": [{"file": {...}, "pages"}]}]}``,
+    shared/reference §5) -> Answer. Its content has no markers and its citations are structured already, with
+    positions in that content."""
+    try:
+        content = payload["message"]["content"] or ""
+        citations = []
+        files: dict[str, FileRef] = {}
+        for citation in payload.get("citations") or ():
+            references = []
+            for ref in citation["references"]:
+                data = ref.get("file")
+                file = None
+                if isinstance(data, dict):
+                    file = files.setdefault(
+                        str(data["name"]),
+                        FileRef(str(data["name"]), data.get("signed_url"), data.get("id"), data.get("url_expires_at")),
+                    )
+                references.append(Reference(file, tuple(int(p) for p in ref.get("pages") or ())))
+            citations.append(Citation(int(citation["position"]), tuple(references)))
+        return Answer(
+            id=str(payload.get("id", "")),
+            model=str(payload.get("model", "")),
+            content=content,
+            citations=tuple(citations),
+            usage=usage_from(payload.get("usage")),
+            finish_reason=payload.get("finish_reason"),
+            raw_content=content,
+            files=tuple(files.values()),
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ConnectionFailed(f"chat answer has an unexpected shape ({exc!r})") from None
 
 
 # What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.

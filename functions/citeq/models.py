@@ -263,32 +263,67 @@ def _filter(value: Any) -> dict[str, Any]:
     return value
 
 
+# context_options' fields: (least, most) for the integers, None for the booleans (shared/reference §5: top_k
+# default 16 max 64; snippet_size in tokens, default 2048, 512-8192; multimodal and include_binary_content
+# default true). A top_k below 1 would retrieve nothing: refused as the SDK's own range check would.
+_CONTEXT_FIELDS: dict[str, tuple[int, int] | None] = {
+    "top_k": (1, 64),
+    "snippet_size": (512, 8192),
+    "multimodal": None,
+    "include_binary_content": None,
+}
+
+
+def _context_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise ValidationError(f"context_options must be a JSON object of {', '.join(_CONTEXT_FIELDS)}")
+    for name, item in value.items():
+        if name not in _CONTEXT_FIELDS:
+            raise ValidationError(f"context_options has an unknown field {name!r}")
+        bounds = _CONTEXT_FIELDS[name]
+        if bounds is None and not isinstance(item, bool):
+            raise ValidationError(f"context_options.{name} must be true or false")
+        if bounds is not None and (
+            isinstance(item, bool) or not isinstance(item, int) or not bounds[0] <= item <= bounds[1]
+        ):
+            raise ValidationError(f"context_options.{name} must be an integer from {bounds[0]} to {bounds[1]}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
-    """How one chat option is checked (``check`` returns the clean value or raises ValidationError) and how a CSV
-    cell spells it (``cell``: ``text`` as is, ``number`` parsed as a float, ``json`` parsed as JSON)."""
+    """How one chat option is checked (``check`` returns the clean value or raises ValidationError), how a CSV
+    cell spells it (``cell``: ``text`` as is, ``number`` parsed as a float, ``json`` parsed as JSON), and whether
+    only the standard chat takes it (``standard_only``: the request then goes to that endpoint)."""
 
     check: Callable[[Any], Any]
     cell: Literal["text", "number", "json"] = "text"
+    standard_only: bool = False
 
 
-# The endpoint's optional parameters (shared/reference §2): each is sent only when set, so the service's
+# The chat's optional parameters (shared/reference §2 and §5): each is sent only when set, so the service's
 # defaults apply otherwise. The keys are ChatOptions' fields.
 OPTIONS: dict[str, Option] = {
     "model": Option(_model),
     "temperature": Option(_temperature, "number"),
     "filter": Option(_filter, "json"),
+    "context_options": Option(_context_options, "json", standard_only=True),
 }
 
 
 @dataclass(frozen=True)
 class ChatOptions:
     """Chat parameters; None takes the service's default. ``model`` a model name (service default ``gpt-4o``),
-    ``temperature`` 0-2 (2025-04+, ignored by models without it), ``filter`` a metadata filter on the files."""
+    ``temperature`` 0-2 (2025-04+, ignored by models without it), ``filter`` a metadata filter on the files,
+    ``context_options`` how much context is retrieved: ``{"top_k": 1-64 snippets (default 16), "snippet_size":
+    512-8192 tokens (default 2048), "multimodal": bool, "include_binary_content": bool}``. The retrieved context
+    is most of a prompt's tokens (9k-26k a call), so a smaller top_k or snippet_size answers more questions
+    within a token-per-minute limit (README, "Sizing and pacing")."""
 
     model: str | None = None
     temperature: float | None = None
     filter: dict[str, Any] | None = None
+    context_options: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> ChatOptions:
@@ -303,6 +338,11 @@ class ChatOptions:
     def to_dict(self) -> dict[str, Any]:
         """The options that are set, by name (their JSON form, as the endpoint takes them)."""
         return {name: getattr(self, name) for name in OPTIONS if getattr(self, name) is not None}
+
+    @property
+    def standard_only(self) -> bool:
+        """Whether an option only the standard chat takes is set."""
+        return any(OPTIONS[name].standard_only for name in self.to_dict())
 
 
 if set(OPTIONS) != {f.name for f in fields(ChatOptions)}:  # pragma: no cover - a mistake in this module
@@ -341,9 +381,16 @@ class ChatRequest:
         users = [m.content for m in self.messages if m.role == "user"]
         return users[-1] if users else ""
 
+    @property
+    def endpoint(self) -> str:
+        """The path under ``{host}/assistant/chat/{assistant}``: ``/chat/completions`` (OpenAI-compatible, inline
+        citation markers; shared/reference §2), or ``""`` (the standard chat, structured citations; §5) when an
+        option only that endpoint takes is set."""
+        return "" if self.options.standard_only else "/chat/completions"
+
     def body(self, *, stream: bool) -> dict[str, Any]:
-        """The JSON body of ``POST {host}/assistant/chat/{assistant}/chat/completions`` (shared/reference §2):
-        messages, ``stream``, and the options that are set."""
+        """The JSON body for ``endpoint`` (both take the same fields; the standard chat takes more): messages,
+        ``stream``, and the options that are set."""
         return {"messages": [m.to_dict() for m in self.messages], "stream": stream, **self.options.to_dict()}
 
 
