@@ -137,3 +137,12 @@ def test_a_request_without_an_id_is_named_when_stored() -> None:
     accepted = intake.store_request(intake.validate({"question": "q"}, "main"), store=store, caller="key:1")  # type: ignore[arg-type]
     assert accepted.request_id.startswith("r_") and store.stored[0].request_id == accepted.request_id
     assert store.stored[0].caller == "key:1"
+
+
+def test_exporters_and_progress_read_records_without_the_dynamodb_module() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, citeq.export, citeq.progress; print('citeq.store' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
