@@ -537,9 +537,10 @@ class Backend:
         """Retrieve ``context_options.top_k`` snippets, pick the most relevant sentences from them, cite each to
         its file and page; ``context_snippet_count`` is the number retrieved.
 
-        ``snippet_size`` bounds each snippet at 4 characters a token; the emulator's chunks (about 120 words,
-        ``retrieval.CHUNK_WORDS``) are shorter than the smallest size (512 tokens), so it never cuts a quoted
-        sentence. Prompt tokens: see ``_prompt_tokens``.
+        ``snippet_size`` bounds each snippet at 4 characters a token. The emulator's chunks (about 120 words,
+        ``retrieval.CHUNK_WORDS``; at most 1,195 characters in the sample documents) are normally shorter than
+        the smallest size (512 tokens, 2,048 characters), so the bound caps the measured context but is not
+        applied to the sentences an answer quotes. Prompt tokens: see ``_prompt_tokens``.
         """
         if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
             raise InvalidArgument("temperature must be a number")
