@@ -129,6 +129,10 @@ def test_context_options_on_a_batch_line_are_answered_by_the_standard_chat_with_
     assert scoped.answer is not None and scoped.answer["citations"] and scoped.answer["usage"]["prompt_tokens"] > 0
     # The two scoped requests went to the standard chat, the plain one to the OpenAI-compatible endpoint.
     assert (emu.count("chat"), emu.count("chat_completions")) == (2, 1)
+    # The same question with a quarter of the snippets, each half as long, carries far less context.
+    plain = items["plain-0"]
+    assert plain.answer is not None and plain.question == scoped.question
+    assert scoped.answer["usage"]["prompt_tokens"] < plain.answer["usage"]["prompt_tokens"] / 2
 
 
 def test_malformed_message_is_recorded_and_not_retried(
