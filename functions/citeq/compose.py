@@ -112,9 +112,7 @@ class Factory:
     def deliverer(self, secret: Callable[[], str]) -> Deliverer:
         """The callback deliverer, signing with what ``secret()`` returns at each delivery (a rotated secret
         arrives); deliveries run on threads, so the DynamoDB client is made now."""
-        return Deliverer(
-            self.store(client=dynamodb_client()), secret, allow_hosts=self.settings.callback_allow_hosts
-        )
+        return Deliverer(self.store(client=dynamodb_client()), secret, allow_hosts=self.settings.callback_allow_hosts)
 
     def clock(self) -> float:
         """Wall-clock seconds."""
