@@ -88,6 +88,7 @@ class Factory:
         Its records run on threads, so the DynamoDB client is made now. Retries in process are few and short,
         and never for 429s: a rate-limited request is put off through the pacer without spending a delivery.
         """
+        self.settings.require("table", "queue_url", "api_key")
         store = self.store(client=dynamodb_client())
         policy = RetryPolicy(
             max_attempts=min(WORKER_MAX_ATTEMPTS, self.settings.max_attempts),
@@ -112,6 +113,7 @@ class Factory:
     def deliverer(self, secret: Callable[[], str]) -> Deliverer:
         """The callback deliverer, signing with what ``secret()`` returns at each delivery (a rotated secret
         arrives); deliveries run on threads, so the DynamoDB client is made now."""
+        self.settings.require("table")
         return Deliverer(self.store(client=dynamodb_client()), secret, allow_hosts=self.settings.callback_allow_hosts)
 
     def clock(self) -> float:
