@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from citeq.errors import ConfigurationError, WebhookError
@@ -158,7 +158,8 @@ class Caller:
     and the assistants it may use (None: any)."""
 
     id: str
-    digest: str
+    # Not a secret, but the template keeps the list NoEcho: kept out of reprs (and so of logs) all the same.
+    digest: str = field(repr=False)
     assistants: frozenset[str] | None = None
 
     def may_use(self, assistant: str) -> bool:

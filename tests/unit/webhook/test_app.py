@@ -186,3 +186,16 @@ def test_the_sender_is_stored_as_the_caller(worker_env: dict[str, str]) -> None:
     body = json.loads(app(_signed_with(SECRET, "msg_caller"), LambdaContext())["body"])
     item = Store(worker_env["CITEQ_TABLE"]).get(body["request_id"])
     assert item is not None and item.caller == "webhook:acme"
+
+
+def test_the_deployed_entry_point_builds_from_the_environment_once(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhook import app
+
+    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", SECRET)
+    monkeypatch.setattr(app, "_handler", None)  # a new container
+    assert app.lambda_handler(_event(msg_id="msg_entry_1"), LambdaContext())["statusCode"] == 202
+    # Read at the first invocation only, as at a cold start.
+    monkeypatch.setenv("CITEQ_TABLE", "a-table-that-does-not-exist")
+    assert app.lambda_handler(_event(msg_id="msg_entry_2"), LambdaContext())["statusCode"] == 202
