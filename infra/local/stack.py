@@ -195,6 +195,7 @@ class LocalStack:
 
         parameters.clear_caches()
         self._build_functions()
+        assert self.stream is not None and self.webhook is not None
         self.env["CITEQ_STREAM_URL"] = self.stream.url
         self.env["CITEQ_WEBHOOK_URL"] = self.webhook.url
         # A chat before any file is Available gets the service's 400, so nothing is asked until they are.
