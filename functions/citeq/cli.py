@@ -10,16 +10,13 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from citeq import batch, dlq, export
-from citeq.budget import TokenBudget
 from citeq.callbacks import caller_secret
 from citeq.citations import MarkerFound, TextDelta
-from citeq.client import AssistantClient
-from citeq.config import Settings
+from citeq.compose import Factory
 from citeq.errors import (
     APIStatusError,
     AuthenticationError,
@@ -32,59 +29,8 @@ from citeq.errors import (
 )
 from citeq.models import Answer, BatchInfo, ChatRequest, Citation, Reference
 from citeq.progress import Pacing, Progress
-from citeq.queue import Queue
-from citeq.store import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
-
-
-class Factory:
-    """Builds the collaborators a command needs from settings (tests pass their own)."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self._settings = settings
-
-    @property
-    def settings(self) -> Settings:
-        """Settings from the environment, read once."""
-        if self._settings is None:
-            self._settings = Settings.from_env()
-        return self._settings
-
-    def client(self) -> AssistantClient:
-        """An assistant client."""
-        self.settings.require("api_key")
-        return AssistantClient(self.settings)
-
-    def store(self) -> Store:
-        """The DynamoDB store."""
-        self.settings.require("table")
-        return Store(self.settings.table or "", ttl_days=self.settings.result_ttl_days)
-
-    def queue(self) -> Queue:
-        """The SQS queue (and DLQ)."""
-        self.settings.require("queue_url")
-        return Queue(self.settings.queue_url or "", dlq_url=self.settings.dlq_url)
-
-    def budget(self) -> TokenBudget | None:
-        """The token budget the workers share, read for reports; None when calls are not paced
-        (``CITEQ_TOKENS_PER_MINUTE`` unset)."""
-        if not self.settings.tokens_per_minute:
-            return None
-        return TokenBudget(
-            self.store(),
-            self.settings.tokens_per_minute,
-            window=self.settings.token_window_seconds,
-            pause=self.settings.quota_probe_seconds,
-        )
-
-    def clock(self) -> float:
-        """Wall-clock seconds."""
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        """Wait (tests pass a factory whose sleep does not)."""
-        time.sleep(seconds)
 
 
 def _ref_name(ref: Reference) -> str:

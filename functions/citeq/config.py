@@ -13,10 +13,11 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from citeq.errors import ConfigurationError, WebhookError
+from citeq.models import ASSISTANT_NAME
 from citeq.webhooks import secret_bytes
 
 # Environment variable names, in one place.
@@ -45,12 +46,18 @@ WORKER_CONCURRENCY = "CITEQ_WORKER_CONCURRENCY"
 TOKENS_PER_MINUTE = "CITEQ_TOKENS_PER_MINUTE"
 TOKEN_WINDOW_SECONDS = "CITEQ_TOKEN_WINDOW_SECONDS"
 QUOTA_PROBE_SECONDS = "CITEQ_QUOTA_PROBE_SECONDS"
+API_KEY_HASHES = "CITEQ_API_KEY_HASHES"
+HEARTBEAT_SECONDS = "CITEQ_HEARTBEAT_SECONDS"
+# Powertools reads these itself too; the worker reads them to name its metrics and to skip publishing them.
+METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+METRICS_DISABLED = "POWERTOOLS_METRICS_DISABLED"
 # Chat input tokens per minute by plan (Pinecone's rate-limit page, current; shared/reference §7.2).
 PLANS = {"starter": 100_000, "standard": 300_000, "enterprise": 1_000_000}
 
 DEFAULT_PINECONE_HOST = "https://api.pinecone.io"
 # A current stable API version (quarterly releases; what pinecone 10 sends).
 DEFAULT_API_VERSION = "2026-07"
+DEFAULT_METRICS_NAMESPACE = "Citeq"
 
 
 # Libraries whose DEBUG output is wire dumps: botocore prints whole responses (a GetSecretValue's SecretString),
@@ -146,6 +153,50 @@ def tokens_per_minute(raw: str | None) -> int | None:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """An API key of the stream function as configured: its id (``key:`` + 16 hex of its SHA-256), the digest,
+    and the assistants it may use (None: any)."""
+
+    id: str
+    # Not a secret, but the template keeps the list NoEcho: kept out of reprs (and so of logs) all the same.
+    digest: str = field(repr=False)
+    assistants: frozenset[str] | None = None
+
+    def may_use(self, assistant: str) -> bool:
+        """Whether this key may ask ``assistant``."""
+        return self.assistants is None or assistant in self.assistants
+
+
+def parse_callers(text: str) -> tuple[Caller, ...]:
+    """``CITEQ_API_KEY_HASHES``: comma-separated entries ``<sha256 hex>`` or ``<sha256 hex>:<assistant>|…`` ->
+    Callers; a malformed entry raises ConfigurationError naming the variable and the entry's number (never a
+    key or digest)."""
+    callers = []
+    for number, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), start=1):
+        digest, _, limit = entry.partition(":")
+        digest = digest.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigurationError(f"{API_KEY_HASHES} entry {number} is not a SHA-256 hex digest")
+        assistants = None
+        if limit.strip():
+            names = frozenset(n.strip() for n in limit.split("|") if n.strip())
+            if not all(ASSISTANT_NAME.match(n) for n in names):
+                raise ConfigurationError(f"{API_KEY_HASHES} entry {number} names an invalid assistant")
+            assistants = names
+        callers.append(Caller("key:" + digest[:16], digest, assistants))
+    return tuple(callers)
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    """A true/false variable: 1/true/yes/on or 0/false/no/off (any case); unset is false."""
+    if raw is None or raw.lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything citeq reads from its environment."""
 
@@ -181,6 +232,12 @@ class Settings:
     token_window_seconds: float = 60.0
     # How long an assistant stays paused after a quota answer (403) before one request probes it.
     quota_probe_seconds: float = 300.0
+    # The stream function's API keys (CITEQ_API_KEY_HASHES); none: its routes but /healthz answer 401.
+    callers: tuple[Caller, ...] = ()
+    # Seconds between SSE comments on a request stream that has nothing to say (keeps proxies from closing it).
+    heartbeat_seconds: float = 15.0
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    metrics_disabled: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -235,6 +292,10 @@ class Settings:
             "callback_allow_hosts": tuple(
                 h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
             ),
+            "callers": parse_callers(text(API_KEY_HASHES) or ""),
+            "heartbeat_seconds": number(HEARTBEAT_SECONDS, float, cls.heartbeat_seconds),
+            "metrics_namespace": text(METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE,
+            "metrics_disabled": _flag(METRICS_DISABLED, text(METRICS_DISABLED)),
         }
         settings = cls(**values)
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -251,6 +312,7 @@ class Settings:
             "table": TABLE,
             "queue_url": QUEUE_URL,
             "dlq_url": DLQ_URL,
+            "callback_queue_url": CALLBACK_QUEUE_URL,
             "callback_secret": f"{CALLBACK_SECRET} (or {CALLBACK_SECRET_ARN})",
             "webhook_secrets": f"{WEBHOOK_SECRETS} (or {WEBHOOK_SECRETS_ARN})",
         }

@@ -12,19 +12,17 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from citeq.compose import Factory
 from citeq.config import Settings
 from citeq.dispatch import Dispatcher
-from citeq.queue import Queue
 
 logger = Logger(service="citeq-dispatcher")
 
 
 def build(settings: Settings | None = None) -> Dispatcher:
-    """The dispatcher over the requests queue and (when configured) the callback queue."""
-    settings = settings or Settings.from_env()
-    settings.require("queue_url")
-    callbacks = Queue(settings.callback_queue_url) if settings.callback_queue_url else None
-    return Dispatcher(Queue(settings.queue_url or ""), callbacks)
+    """The dispatcher over the requests queue and (when configured) the callback queue, from the environment
+    unless ``settings`` is given."""
+    return Factory(settings).dispatcher()
 
 
 def handler_for(dispatcher: Dispatcher) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:

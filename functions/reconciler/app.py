@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq import dlq
+from citeq.compose import Factory
 from citeq.config import Settings
 from citeq.queue import Queue
 from citeq.store import Store
@@ -34,11 +35,11 @@ def handler_for(
 
 
 def build(settings: Settings | None = None) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The handler, from the environment."""
-    settings = settings or Settings.from_env()
-    settings.require("table", "queue_url", "dlq_url")
-    store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
-    return handler_for(store, Queue(settings.queue_url or "", dlq_url=settings.dlq_url), settings.max_receives)
+    """The handler over the results table and the requests queue's DLQ, from the environment unless ``settings``
+    is given."""
+    factory = Factory(settings)
+    factory.settings.require("table", "queue_url", "dlq_url")
+    return handler_for(factory.store(), factory.queue(), factory.settings.max_receives)
 
 
 _handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = None

@@ -18,6 +18,9 @@ Auth: ``Authorization: Bearer <key>`` (or ``Api-Key``) checked against CITEQ_API
 comma-separated entries ``<sha256 hex>`` or ``<sha256 hex>:<assistant>|<assistant>`` (a key limited to those
 assistants). No entries means closed: every route but /healthz answers 401. A key sees only the requests it
 created (others are 404, as if they did not exist). The function URL's own AuthType is set in template.yaml.
+
+``create_app(settings)`` builds the app (uvicorn runs it with ``--factory``, reading the environment); the routes
+find their settings, client and store on ``app.state``, so two apps in one process can differ.
 """
 
 from __future__ import annotations
@@ -27,13 +30,11 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -44,74 +45,31 @@ from starlette.routing import Route
 from citeq import intake
 from citeq.callbacks import caller_secret
 from citeq.client import AssistantClient
-from citeq.config import Settings
+from citeq.compose import Factory
+from citeq.config import Caller, Settings
 from citeq.errors import APIStatusError, CiteqError, ConfigurationError, ValidationError
 from citeq.models import ASSISTANT_NAME, TERMINAL, ChatRequest, RequestRecord
 from citeq.sse import comment, encode
 from citeq.store import Store
 from citeq.text import check_text, loads
 
-settings = Settings.from_env()
 log = logging.getLogger("citeq.stream")
+POLL_SECONDS = 0.25
+TEXT_CHUNK = 200
 
 
 @dataclass(frozen=True)
-class Caller:
-    """An API key as configured: its id (``key:`` + 16 hex of its hash) and the assistants it may use (None: any)."""
+class Service:
+    """What the routes use, built once per app: the settings, the assistant client and the results store."""
 
-    id: str
-    digest: str
-    assistants: frozenset[str] | None = None
-
-    def may_use(self, assistant: str) -> bool:
-        """Whether this key may ask ``assistant``."""
-        return self.assistants is None or assistant in self.assistants
+    settings: Settings
+    client: AssistantClient
+    store: Store
 
 
-def parse_keys(text: str) -> list[Caller]:
-    """``<sha256 hex>[:<assistant>|<assistant>...]`` entries, comma-separated -> Callers; malformed entries raise
-    ConfigurationError naming the variable (never a key)."""
-    callers = []
-    for number, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), start=1):
-        digest, _, limit = entry.partition(":")
-        digest = digest.strip().lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ConfigurationError(f"CITEQ_API_KEY_HASHES entry {number} is not a SHA-256 hex digest")
-        assistants = None
-        if limit.strip():
-            names = frozenset(n.strip() for n in limit.split("|") if n.strip())
-            if not all(ASSISTANT_NAME.match(n) for n in names):
-                raise ConfigurationError(f"CITEQ_API_KEY_HASHES entry {number} names an invalid assistant")
-            assistants = names
-        callers.append(Caller("key:" + digest[:16], digest, assistants))
-    return callers
-
-
-KEYS = parse_keys(os.environ.get("CITEQ_API_KEY_HASHES", ""))
-if not KEYS:
-    log.warning("CITEQ_API_KEY_HASHES is empty: every route but /healthz answers 401")
-HEARTBEAT_SECONDS = float(os.environ.get("CITEQ_HEARTBEAT_SECONDS", "15"))
-POLL_SECONDS = 0.25
-TEXT_CHUNK = 200
-_client: AssistantClient | None = None
-_store: Store | None = None
-
-
-def client() -> AssistantClient:
-    """The assistant client, built once per container."""
-    global _client
-    if _client is None:
-        _client = AssistantClient(settings)
-    return _client
-
-
-def store() -> Store:
-    """The results store."""
-    global _store
-    if _store is None:
-        settings.require("table")
-        _store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
-    return _store
+def _service(request: Request) -> Service:
+    """The service of the app serving ``request``."""
+    return cast(Service, request.app.state.service)
 
 
 def hash_key(key: str) -> str:
@@ -121,13 +79,14 @@ def hash_key(key: str) -> str:
 
 def authorized(request: Request) -> Caller | None:
     """The configured key the request carries, or None (always None when no keys are configured: closed)."""
+    callers = _service(request).settings.callers
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("api-key", "")
-    if not key or not KEYS:
+    if not key or not callers:
         return None
     offered = hash_key(key).encode()
     # Compare with every configured digest (no early exit), so timing does not tell which one matched.
-    matches = [caller for caller in KEYS if hmac.compare_digest(offered, caller.digest.encode())]
+    matches = [caller for caller in callers if hmac.compare_digest(offered, caller.digest.encode())]
     return matches[0] if matches else None
 
 
@@ -203,13 +162,14 @@ async def chat_completions(request: Request) -> Response:
         return _error(400, exc.reason)
     if not isinstance(body, dict):
         return _error(400, "request body must be a JSON object")
+    client = _service(request).client
     try:
         # Fields other than the chat request's and "stream" are ignored, as OpenAI-compatible servers do.
         asked = ChatRequest.parse({**body, "question": None, "assistant": name})
         if not body.get("stream"):
-            answer = await run_in_threadpool(lambda: client().chat(asked))
+            answer = await run_in_threadpool(lambda: client.chat(asked))
             return JSONResponse(_completion_body(answer))
-        stream = await run_in_threadpool(lambda: client().stream(asked, reopen=False))
+        stream = await run_in_threadpool(lambda: client.stream(asked, reopen=False))
     except ValidationError as exc:
         return _error(400, str(exc))
     except APIStatusError as exc:
@@ -269,6 +229,7 @@ async def create_request(request: Request) -> Response:
     caller = authorized(request)
     if caller is None:
         return _denied()
+    settings, store = _service(request).settings, _service(request).store
     try:
         payload = await _json_body(request)
         item = await run_in_threadpool(
@@ -278,17 +239,17 @@ async def create_request(request: Request) -> Response:
         )
         if not caller.may_use(item.assistant):
             return _error(403, f"this API key may not use assistant {item.assistant!r}", "PERMISSION_DENIED")
-        accepted = await run_in_threadpool(lambda: intake.store_request(item, store=store(), caller=caller.id))
+        accepted = await run_in_threadpool(lambda: intake.store_request(item, store=store, caller=caller.id))
     except ValidationError as exc:
         return _error(400, str(exc))
     return JSONResponse({"request_id": accepted.request_id, "status": "queued"}, status_code=202)
 
 
-async def _own(caller: Caller, request_id: str) -> RequestRecord | None:
+async def _own(store: Store, caller: Caller, request_id: str) -> RequestRecord | None:
     """The request if this key created it; None otherwise (another key's request is not acknowledged)."""
     if len(request_id) > 200:
         return None
-    item = await run_in_threadpool(store().get, request_id)
+    item = await run_in_threadpool(store.get, request_id)
     return item if item is not None and item.caller == caller.id else None
 
 
@@ -298,7 +259,7 @@ async def callback_secret(request: Request) -> Response:
     if caller is None:
         return _denied()
     try:
-        master = await run_in_threadpool(settings.resolve_callback_secret)
+        master = await run_in_threadpool(_service(request).settings.resolve_callback_secret)
     except ConfigurationError as exc:
         log.error("callback secret unusable: %s", exc)
         return _error(503, "callback signing is not configured", "UNAVAILABLE")
@@ -310,7 +271,7 @@ async def get_request(request: Request) -> Response:
     caller = authorized(request)
     if caller is None:
         return _denied()
-    item = await _own(caller, request.path_params["request_id"])
+    item = await _own(_service(request).store, caller, request.path_params["request_id"])
     if item is None:
         return _error(404, "no such request", "NOT_FOUND")
     return JSONResponse(item.result())
@@ -333,7 +294,8 @@ async def request_stream(request: Request) -> Response:
         resume_after = int(request.headers.get("last-event-id", "0"))
     except ValueError:
         resume_after = 0
-    if await _own(caller, request_id) is None:
+    service = _service(request)
+    if await _own(service.store, caller, request_id) is None:
         return _error(404, "no such request", "NOT_FOUND")
 
     async def events() -> AsyncIterator[bytes]:
@@ -344,7 +306,7 @@ async def request_stream(request: Request) -> Response:
         while True:
             if await request.is_disconnected():
                 return
-            item = await run_in_threadpool(store().get, request_id)
+            item = await run_in_threadpool(service.store.get, request_id)
             assert item is not None
             if item.status != sent_status and item.status not in TERMINAL:
                 number += 1
@@ -353,7 +315,7 @@ async def request_stream(request: Request) -> Response:
                     yield encode(json.dumps({"status": item.status}), event="status", id=str(number))
             if item.status in TERMINAL:
                 break
-            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            if time.monotonic() - last_beat >= service.settings.heartbeat_seconds:
                 yield comment("heartbeat")
                 last_beat = time.monotonic()
             await asyncio.sleep(POLL_SECONDS)
@@ -373,14 +335,28 @@ async def request_stream(request: Request) -> Response:
     )
 
 
-app = Starlette(
-    routes=[
-        Route("/healthz", healthz),
-        Route("/assistant/assistants/{name}", describe_assistant),
-        Route("/assistant/chat/{name}/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/requests", create_request, methods=["POST"]),
-        Route("/v1/requests/{request_id}", get_request),
-        Route("/v1/requests/{request_id}/stream", request_stream),
-        Route("/v1/callback-secret", callback_secret),
-    ]
-)
+ROUTES = [
+    Route("/healthz", healthz),
+    Route("/assistant/assistants/{name}", describe_assistant),
+    Route("/assistant/chat/{name}/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/requests", create_request, methods=["POST"]),
+    Route("/v1/requests/{request_id}", get_request),
+    Route("/v1/requests/{request_id}/stream", request_stream),
+    Route("/v1/callback-secret", callback_secret),
+]
+
+
+def create_app(
+    settings: Settings | None = None, *, client: AssistantClient | None = None, store: Store | None = None
+) -> Starlette:
+    """The ASGI app, from the environment unless ``settings`` is given (tests may pass their own ``client`` or
+    ``store``). ConfigurationError naming the variable when the table or the API key is not configured, or when
+    an entry of CITEQ_API_KEY_HASHES is malformed."""
+    factory = Factory(settings)
+    settings = factory.settings
+    settings.require("table", "api_key")
+    if not settings.callers:
+        log.warning("CITEQ_API_KEY_HASHES is empty: every route but /healthz answers 401")
+    app = Starlette(routes=ROUTES)
+    app.state.service = Service(settings, client or factory.client(), store or factory.store())
+    return app

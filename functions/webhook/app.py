@@ -13,6 +13,7 @@ import hashlib
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -20,27 +21,25 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq import intake
+from citeq.compose import Factory
 from citeq.config import Settings
 from citeq.errors import ConfigurationError, ValidationError, WebhookError
 from citeq.store import Store
 from citeq.text import loads
 from citeq.webhooks import verify_sender
 
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 logger = Logger(service="citeq-webhook")
-settings = Settings.from_env()
-settings.require("table")
 MAX_BODY_BYTES = 256 * 1024
-store = Store(settings.table or "", ttl_days=settings.result_ttl_days)
-app = LambdaFunctionUrlResolver()
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[str]:
     return Response(status_code=status, content_type="application/json", body=json.dumps(body))
 
 
-@app.post("/v1/webhooks")
-def receive() -> Response[str]:
-    """Verify the signature, then enqueue the request (or find the one this webhook id made before)."""
+def receive(app: LambdaFunctionUrlResolver, settings: Settings, store: Store) -> Response[str]:
+    """``app``'s current event: verify the signature, then enqueue the request in ``store`` (or find the one this
+    webhook id made before)."""
     event = app.current_event
     raw = event.body or ""
     try:
@@ -82,7 +81,31 @@ def receive() -> Response[str]:
     return _json(202, {"request_id": accepted.request_id, "status": "queued", "duplicate": accepted.duplicate})
 
 
+def build(settings: Settings | None = None, *, store: Store | None = None) -> Handler:
+    """The function URL's handler (payload v2.0 event in, HTTP response out), from the environment unless
+    ``settings`` is given (tests may pass their own ``store``). ConfigurationError naming the variable when the
+    table or the webhook secrets are not configured."""
+    factory = Factory(settings)
+    configured = factory.settings
+    configured.require("table", "webhook_secrets")
+    into = store or factory.store()
+    app = LambdaFunctionUrlResolver()
+    app.post("/v1/webhooks")(lambda: receive(app, configured, into))
+
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return app.resolve(event, context)
+
+    return handle
+
+
+_handler: Handler | None = None
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Function URL event (payload v2.0) in, HTTP response out."""
-    return app.resolve(event, context)
+    """Function URL event (payload v2.0) in, HTTP response out; builds the handler on the container's first
+    invocation."""
+    global _handler
+    if _handler is None:
+        _handler = build()
+    return _handler(event, context)

@@ -8,7 +8,6 @@ reported per record (``batchItemFailures``).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,58 +18,30 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from citeq.client import AssistantClient
+from citeq.compose import Factory
 from citeq.config import Settings
-from citeq.pacing import Pacer, Unpaced
-from citeq.queue import Queue
-from citeq.retry import RetryPolicy
-from citeq.store import Store, dynamodb_client
-from citeq.worker import Delivery, HandBack, Invocation, NoMetrics, Recorder, Worker, invocation_from
+from citeq.worker import Delivery, HandBack, Invocation, Recorder, Worker, invocation_from
 
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 logger = Logger(service="citeq-worker")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Citeq"), service="citeq-worker")
-# Powertools' cold-start metric, its flush when one metric reaches 100 values and its warning about an
-# invocation without metrics ignore POWERTOOLS_METRICS_DISABLED; honour it here.
-METRICS_OFF = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
 
 
 class _Metrics:
     """Powertools Metrics behind a lock: records are processed on several threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
         self._lock = threading.Lock()
 
     def metric(self, name: str, unit: str, value: float) -> None:
         with self._lock:
-            metrics.add_metric(name=name, unit=unit, value=value)
+            self._metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def build(settings: Settings | None = None, *, recorder: Recorder | None = None) -> Worker:
-    """The worker and its collaborators, from the environment (once per container)."""
-    settings = settings or Settings.from_env()
-    settings.require("table", "queue_url", "api_key")
-    store = Store(settings.table or "", client=dynamodb_client(), ttl_days=settings.result_ttl_days)
-    # In-process retries only for short waits and never for 429s: a rate-limited request is put off through
-    # the pacer (without spending a delivery), a longer Retry-After goes back to SQS as a delay.
-    policy = RetryPolicy(max_attempts=3, max_retry_after=5.0, retry_rate_limits=False)
-    pacer: Pacer = Unpaced()
-    if settings.tokens_per_minute:
-        from citeq.budget import TokenBudget
-
-        pacer = TokenBudget(
-            store,
-            settings.tokens_per_minute,
-            window=settings.token_window_seconds,
-            pause=settings.quota_probe_seconds,
-        )
-    return Worker(
-        store,
-        AssistantClient(settings, policy=policy),
-        Queue(settings.queue_url or "", dlq_url=settings.dlq_url),
-        max_receives=settings.max_receives,
-        pacer=pacer,
-        recorder=recorder or (NoMetrics() if METRICS_OFF else _Metrics()),
-    )
+    """The worker and its collaborators (``citeq.compose.Factory.worker``), from the environment unless
+    ``settings`` is given; metrics go to ``recorder`` (default: dropped)."""
+    return Factory(settings).worker(recorder=recorder)
 
 
 def handle_record(worker: Worker, record: SQSRecord, invocation: Invocation) -> dict[str, Any]:
@@ -91,7 +62,7 @@ def handle_record(worker: Worker, record: SQSRecord, invocation: Invocation) -> 
         logger.thread_safe_remove_keys(["correlation_id", "batch_id"])
 
 
-def handler_for(worker: Worker, concurrency: int) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+def handler_for(worker: Worker, concurrency: int) -> Handler:
     """A Lambda handler over ``worker``: an SQS batch in, ``{"batchItemFailures": [...]}`` out."""
 
     def process_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -115,19 +86,27 @@ def handler_for(worker: Worker, concurrency: int) -> Callable[[dict[str, Any], L
     return process_batch
 
 
-_handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = None
+def deployed(settings: Settings, worker: Worker | None = None) -> Handler:
+    """The handler as deployed: ``handler_for`` over ``worker`` (default: built from ``settings``, its metrics
+    published as EMF under ``POWERTOOLS_METRICS_NAMESPACE`` with the cold-start metric) and, when
+    ``POWERTOOLS_METRICS_DISABLED`` is set, nothing published at all."""
+    if settings.metrics_disabled:
+        # Powertools' cold-start metric, its flush when one metric reaches 100 values and its warning about an
+        # invocation without metrics ignore POWERTOOLS_METRICS_DISABLED: no Metrics at all then.
+        return handler_for(worker or build(settings), settings.worker_concurrency)
+    metrics = Metrics(namespace=settings.metrics_namespace, service="citeq-worker")
+    handler = handler_for(worker or build(settings, recorder=_Metrics(metrics)), settings.worker_concurrency)
+    return metrics.log_metrics(capture_cold_start_metric=True)(handler)  # type: ignore[no-any-return]
 
 
-def process_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """The deployed handler's body: builds the worker on the first invocation of the container."""
+_handler: Handler | None = None
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """SQS batch in, ``{"batchItemFailures": [...]}`` out; builds the worker on the container's first
+    invocation."""
     global _handler
     if _handler is None:
-        settings = Settings.from_env()
-        _handler = handler_for(build(settings), settings.worker_concurrency)
+        _handler = deployed(Settings.from_env())
     return _handler(event, context)
-
-
-# With metrics disabled Powertools would still warn on every invocation that there are none to publish.
-lambda_handler = logger.inject_lambda_context(
-    process_batch if METRICS_OFF else metrics.log_metrics(capture_cold_start_metric=True)(process_batch)
-)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import importlib
 import os
 import secrets
 import subprocess
@@ -16,12 +15,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from citeq.config import redact
+from citeq.config import Settings, redact
 from infra.emulator.plan import REALISTIC_CONTEXT_TOKENS, PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.apps import FunctionUrlAdapter, UvicornThread
@@ -36,6 +34,9 @@ from infra.local.template import (
     local_resources,
     worker_settings,
 )
+
+if TYPE_CHECKING:
+    from callback.app import Callbacks
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DOCS = ROOT / "samples" / "docs"
@@ -124,7 +125,10 @@ class LocalStack:
         self.reconciler_handler: Callable[[dict[str, Any], Any], Any] | None = None
         self._reconciling = threading.Event()
         self._reconciler: threading.Thread | None = None
-        self.callback: ModuleType | None = None
+        # The settings every function was built from (the environment below, read once, as a cold start would).
+        self.function_settings: Settings | None = None
+        self.callback: Callbacks | None = None
+        self.callback_handler: Callable[[dict[str, Any], Any], Any] | None = None
         self.stream: UvicornThread | None = None
         self.webhook: FunctionUrlAdapter | None = None
         # Local secrets: a bearer key for the streaming routes, webhook secrets (two: rotation), a callback secret.
@@ -191,9 +195,7 @@ class LocalStack:
 
         parameters.clear_caches()
         self._build_functions()
-        self.callback = self._load("callback.app")
-        self.stream = UvicornThread(self._load("stream.app").app).start()
-        self.webhook = FunctionUrlAdapter(self._load("webhook.app").lambda_handler).start()
+        assert self.stream is not None and self.webhook is not None
         self.env["CITEQ_STREAM_URL"] = self.stream.url
         self.env["CITEQ_WEBHOOK_URL"] = self.webhook.url
         # A chat before any file is Available gets the service's 400, so nothing is asked until they are.
@@ -203,19 +205,26 @@ class LocalStack:
         return self
 
     def _build_functions(self) -> None:
-        """The worker, dispatcher and reconciler handlers, built from the environment as Lambda would."""
+        """Every function's handler, built by its own builder from the environment as a cold start would; the
+        stream and webhook functions served on loopback."""
+        from callback import app as callback_app
         from dispatcher import app as dispatcher_app
         from reconciler import app as reconciler_app
 
-        from citeq.config import Settings
+        from stream import app as stream_app
+        from webhook import app as webhook_app
         from worker import app as worker_app
 
-        settings = Settings.from_env()
+        settings = self.function_settings = Settings.from_env()
         self.worker = worker_app.build(settings)
         self.worker_handler = worker_app.handler_for(self.worker, settings.worker_concurrency)
         self.dispatcher = dispatcher_app.build(settings)
         self.dispatcher_handler = dispatcher_app.handler_for(self.dispatcher)
         self.reconciler_handler = reconciler_app.build(settings)
+        self.callback = callback_app.build(settings)
+        self.callback_handler = callback_app.handler_for(self.callback)
+        self.stream = UvicornThread(stream_app.create_app(settings)).start()
+        self.webhook = FunctionUrlAdapter(webhook_app.build(settings)).start()
         # The dispatcher runs even when the worker does not poll: storing a request is what queues it.
         streams = boto3.client("dynamodbstreams", region_name=REGION)
         arn = boto3.client("dynamodb", region_name=REGION).describe_table(TableName=self.table)["Table"]
@@ -233,7 +242,6 @@ class LocalStack:
     def use_pacing(self, tokens_per_minute: int | None) -> None:
         """Redeploy the worker with another ``CITEQ_TOKENS_PER_MINUTE`` (None: unpaced), as a parameter update
         would; the poller calls the new handler from its next invocation."""
-        from citeq.config import Settings
         from worker import app as worker_app
 
         self.pacing = tokens_per_minute
@@ -281,14 +289,14 @@ class LocalStack:
             region=REGION,
         ).start()
         # The callback function's SQS event source (template: BatchSize 10, window 1 s, timeout 30 s).
-        assert self.callback is not None
+        assert self.callback_handler is not None
         callback_url = self.resources["CallbackQueue"]
         attrs = sqs.get_queue_attributes(QueueUrl=callback_url, AttributeNames=["QueueArn"])["Attributes"]
         self.callback_poller = Poller(
             sqs,
             callback_url,
             attrs["QueueArn"],
-            self.callback.lambda_handler,
+            self.callback_handler,
             batch_size=10,
             window=0.2,
             max_concurrency=2,
@@ -372,13 +380,6 @@ class LocalStack:
         """Store a secret in moto's Secrets Manager; returns its ARN."""
         client = boto3.client("secretsmanager", region_name=REGION)
         return str(client.create_secret(Name=name, SecretString=value)["ARN"])
-
-    @staticmethod
-    def _load(module: str) -> ModuleType:
-        """Import (or re-import, after the environment changed) a function's module."""
-        if module in sys.modules:
-            return importlib.reload(sys.modules[module])
-        return importlib.import_module(module)
 
     # ------------------------------------------------------------------ conveniences
     @property

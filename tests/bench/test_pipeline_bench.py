@@ -4,19 +4,19 @@ the same run; nothing here asserts a time."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 
 from citeq import batch
+from citeq.config import Settings
 from citeq.models import ChatRequest, Request
 from citeq.store import Store
 from infra.local import LocalStack
@@ -51,14 +51,15 @@ def _records(store: Store, queue_url: str, count: int, prefix: str) -> list[dict
 
 
 @pytest.fixture
-def app(worker_env: dict[str, str]) -> ModuleType:
-    if "worker.app" in sys.modules:
-        return importlib.reload(sys.modules["worker.app"])
-    return importlib.import_module("worker.app")
+def handler(worker_env: dict[str, str]) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The worker's handler as deployed, built from this test's environment."""
+    from worker import app
+
+    return app.deployed(Settings.from_env())
 
 
 def test_one_invocation_of_10_records_costs_about_one_answer(
-    app: ModuleType, worker_env: dict[str, str], admin: Admin, figures: Figures
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]], worker_env: dict[str, str], admin: Admin, figures: Figures
 ) -> None:
     admin.faults(latency_ms=300)
     store = Store(worker_env["CITEQ_TABLE"])
@@ -66,7 +67,7 @@ def test_one_invocation_of_10_records_costs_about_one_answer(
     for size in (1, 10):
         records = _records(store, worker_env["CITEQ_QUEUE_URL"], size, f"bench{size}")
         start = time.perf_counter()
-        response = app.lambda_handler({"Records": records}, LambdaContext())
+        response = handler({"Records": records}, LambdaContext())
         timings[size] = time.perf_counter() - start
         assert response == {"batchItemFailures": []}
     print(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import json
 import statistics
-import sys
 import time
-from types import ModuleType
 
 import boto3
 import pytest
 import requests
 
+from citeq.config import Settings
 from citeq.webhooks import sign
 from infra.local.apps import UvicornThread
 from infra.local.context import LambdaContext
@@ -28,12 +26,6 @@ PROXY_AUTH = {"Authorization": "Bearer bench-key"}
 def _percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
-def _load(module: str) -> ModuleType:
-    if module in sys.modules:
-        return importlib.reload(sys.modules[module])
-    return importlib.import_module(module)
 
 
 def _measure(url: str, headers: dict[str, str]) -> tuple[float, int, int]:
@@ -54,15 +46,21 @@ def _measure(url: str, headers: dict[str, str]) -> tuple[float, int, int]:
     return first, events, merged
 
 
-def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(
-    monkeypatch: pytest.MonkeyPatch, figures: Figures
-) -> None:
+def test_stream_app_ttfb_and_chunking_against_the_emulator_directly(figures: Figures) -> None:
+    from stream.app import create_app
+
     with emulator_process("--chunk-delay-ms", "15", assistant="bench") as emulator:
-        monkeypatch.setenv("PINECONE_API_KEY", API_KEY)
-        monkeypatch.setenv("CITEQ_ASSISTANT_HOST", emulator)
-        # No keys means closed (issue 11): the bench's own key.
-        monkeypatch.setenv("CITEQ_API_KEY_HASHES", hashlib.sha256(b"bench-key").hexdigest())
-        app = UvicornThread(_load("stream.app").app).start()
+        settings = Settings.from_env(
+            {
+                "PINECONE_API_KEY": API_KEY,
+                "CITEQ_ASSISTANT_HOST": emulator,
+                # No keys means closed (issue 11): the bench's own key.
+                "CITEQ_API_KEY_HASHES": hashlib.sha256(b"bench-key").hexdigest(),
+                # The proxy routes never touch the table.
+                "CITEQ_TABLE": "unused-by-the-proxy",
+            }
+        )
+        app = UvicornThread(create_app(settings)).start()
         try:
             direct_url = f"{emulator}/assistant/chat/bench/chat/completions"
             proxy_url = f"{app.url}/assistant/chat/bench/chat/completions"
@@ -88,8 +86,10 @@ def test_webhook_accept_latency_in_process_on_moto(
     worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, figures: Figures
 ) -> None:
     secret = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
+    from webhook.app import build
+
     monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", secret)
-    app = _load("webhook.app")
+    handler = build(Settings.from_env())
     table = boto3.client("dynamodb")
     # A literal public address: intake resolves callback host names (issue 11), and this machine's DNS failing
     # for a made-up name would be timed instead of the accept path.
@@ -113,7 +113,7 @@ def test_webhook_accept_latency_in_process_on_moto(
             "isBase64Encoded": False,
         }
         start = time.perf_counter()
-        response = app.lambda_handler(event, LambdaContext())
+        response = handler(event, LambdaContext())
         accept.append(time.perf_counter() - start)
         assert response["statusCode"] == 202
     p50, p99 = _percentile(accept, 50) * 1000, _percentile(accept, 99) * 1000

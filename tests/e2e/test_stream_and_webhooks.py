@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,6 +22,7 @@ from citeq.callbacks import caller_secret
 from citeq.sse import ServerSentEvent, SSEDecoder
 from citeq.store import Store
 from infra.local import LocalStack
+from infra.local.apps import UvicornThread
 from tests.e2e.test_pipeline import wait_until
 from tests.helpers import ASSISTANT, Admin
 
@@ -307,21 +308,22 @@ def test_callback_is_signed_retried_after_a_failure_and_recorded(stack: LocalSta
 
 
 def test_request_stream_sends_heartbeats_while_queued(stack: LocalStack, emu: Admin) -> None:
-    assert stack.stream is not None and stack.poller is not None
-    stream_app = sys.modules["stream.app"]
-    real_handler, real_beat = stack.poller.handler, stream_app.HEARTBEAT_SECONDS
-    # Keep the request queued (every record handed back) and beat every 0.2 s instead of 15 s.
+    from stream.app import create_app
+
+    assert stack.stream is not None and stack.poller is not None and stack.function_settings is not None
+    real_handler = stack.poller.handler
+    # Keep the request queued (every record handed back), and ask a stream app that beats every 0.2 s, not 15 s.
     stack.poller.handler = lambda event, context: {
         "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
     }
-    stream_app.HEARTBEAT_SECONDS = 0.2
+    beating = UvicornThread(create_app(replace(stack.function_settings, heartbeat_seconds=0.2))).start()
     try:
         created = requests.post(
-            f"{stack.stream.url}/v1/requests", json={"question": QUESTION}, headers=_auth(stack), timeout=10
+            f"{beating.url}/v1/requests", json={"question": QUESTION}, headers=_auth(stack), timeout=10
         ).json()
         raw = b""
         with requests.get(
-            f"{stack.stream.url}/v1/requests/{created['request_id']}/stream",
+            f"{beating.url}/v1/requests/{created['request_id']}/stream",
             headers=_auth(stack),
             stream=True,
             timeout=30,
@@ -331,7 +333,8 @@ def test_request_stream_sends_heartbeats_while_queued(stack: LocalStack, emu: Ad
                 if raw.count(b": heartbeat") >= 2:
                     break
     finally:
-        stack.poller.handler, stream_app.HEARTBEAT_SECONDS = real_handler, real_beat
+        stack.poller.handler = real_handler
+        beating.stop()
     assert b"event: status" in raw and b'"queued"' in raw
     assert raw.count(b": heartbeat\n\n") >= 2
 

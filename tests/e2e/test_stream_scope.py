@@ -3,12 +3,10 @@ to assistants, bad assistant names and bodies are 400s that never reach the assi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 import requests
@@ -18,8 +16,6 @@ from citeq.store import Store
 from infra.local import LocalStack
 from infra.local.apps import UvicornThread
 from tests.helpers import ASSISTANT, Admin
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -118,15 +114,12 @@ def test_each_key_gets_its_own_callback_secret(stack: LocalStack) -> None:
 
 
 @pytest.fixture
-def closed_app(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[UvicornThread]:
-    """A second copy of the stream app (its own module object) configured with no keys."""
-    monkeypatch.setenv("CITEQ_API_KEY_HASHES", "")
-    spec = importlib.util.spec_from_file_location("stream_app_closed", ROOT / "functions" / "stream" / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "stream_app_closed", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    server = UvicornThread(module.app).start()
+def closed_app(stack: LocalStack) -> Iterator[UvicornThread]:
+    """A second stream app, built from the stack's settings with no keys."""
+    from stream.app import create_app
+
+    assert stack.function_settings is not None
+    server = UvicornThread(create_app(replace(stack.function_settings, callers=()))).start()
     try:
         yield server
     finally:

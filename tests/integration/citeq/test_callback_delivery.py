@@ -4,16 +4,13 @@ a slow receiver is cut at the total deadline, and one bad receiver does not fail
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import random
 import socket
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -21,6 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from citeq.callbacks import SCHEDULE, Deliverer, caller_secret
+from citeq.config import Settings
 from citeq.models import ChatRequest, Request
 from citeq.store import Store
 from infra.local.context import LambdaContext
@@ -156,15 +154,19 @@ def test_a_slow_receiver_is_cut_at_the_total_deadline_and_retried_later(aws: dic
 
 
 @pytest.fixture
-def callback_app(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setenv("CITEQ_TABLE", aws["ResultsTable"])
-    monkeypatch.setenv("CITEQ_CALLBACK_SECRET", SECRET)
-    monkeypatch.setenv("CITEQ_CALLBACK_QUEUE_URL", aws["CallbackQueue"])
-    monkeypatch.setenv("CITEQ_CALLBACK_ALLOW_HOSTS", "127.0.0.1")
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
-    if "callback.app" in sys.modules:
-        return importlib.reload(sys.modules["callback.app"])
-    return importlib.import_module("callback.app")
+def callback_handler(aws: dict[str, str]) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The callback function's handler, built by ``callback.app`` from its settings."""
+    from callback import app
+
+    settings = Settings.from_env(
+        {
+            "CITEQ_TABLE": aws["ResultsTable"],
+            "CITEQ_CALLBACK_SECRET": SECRET,
+            "CITEQ_CALLBACK_QUEUE_URL": aws["CallbackQueue"],
+            "CITEQ_CALLBACK_ALLOW_HOSTS": "127.0.0.1",
+        }
+    )
+    return app.handler_for(app.build(settings))
 
 
 def _records(queue_url: str, bodies: list[str]) -> dict[str, Any]:
@@ -195,7 +197,10 @@ def _records(queue_url: str, bodies: list[str]) -> dict[str, Any]:
 
 
 def test_one_bad_receiver_does_not_fail_the_other_callbacks_of_its_batch(
-    aws: dict[str, str], callback_app: ModuleType, receiver: Receiver, dripper: Dripper
+    aws: dict[str, str],
+    callback_handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    receiver: Receiver,
+    dripper: Dripper,
 ) -> None:
     store = Store(aws["ResultsTable"])
     _finished(store, "r-good", f"http://127.0.0.1:{receiver.port}/good")
@@ -206,7 +211,7 @@ def test_one_bad_receiver_does_not_fail_the_other_callbacks_of_its_batch(
     )
     by_body = {r["body"]: r["messageId"] for r in event["Records"]}
     # The invocation has 4 s; 3 are kept back, so each delivery has about one second.
-    result = callback_app.lambda_handler(event, LambdaContext(timeout_seconds=4.0))
+    result = callback_handler(event, LambdaContext(timeout_seconds=4.0))
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     assert failed == {by_body[json.dumps({"request_id": "r-drip"})], by_body["not json"], by_body["{}"]}
     assert [json.loads(body)["request_id"] for _, body in receiver.deliveries] == ["r-good"]

@@ -4,13 +4,10 @@ SDK raises, with no traceback logged."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -23,7 +20,6 @@ from citeq.models import ChatRequest
 from infra.local.apps import UvicornThread
 from tests.helpers import LoopbackServer
 
-ROOT = Path(__file__).resolve().parents[3]
 ERROR = {"error": {"code": "RESOURCE_EXHAUSTED", "message": "Token limit reached for this minute"}, "status": 429}
 
 
@@ -101,20 +97,23 @@ def test_ordinary_chunks_are_not_errors() -> None:
 
 
 @pytest.fixture
-def relay(upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[UvicornThread, str]]:
-    """A copy of the stream app (its own module) in front of the upstream, with one API key."""
+def relay(upstream: Upstream) -> Iterator[tuple[UvicornThread, str]]:
+    """The stream app, built from its settings, in front of the upstream, with one API key."""
     import hashlib
 
+    from stream.app import create_app
+
     key = "relay-test-key"
-    monkeypatch.setenv("CITEQ_API_KEY_HASHES", hashlib.sha256(key.encode()).hexdigest())
-    monkeypatch.setenv("CITEQ_ASSISTANT_HOST", upstream.url)
-    monkeypatch.setenv("PINECONE_API_KEY", "upstream-key")
-    spec = importlib.util.spec_from_file_location("stream_app_relay", ROOT / "functions" / "stream" / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "stream_app_relay", module)
-    spec.loader.exec_module(module)
-    server = UvicornThread(module.app).start()
+    settings = Settings.from_env(
+        {
+            "CITEQ_API_KEY_HASHES": hashlib.sha256(key.encode()).hexdigest(),
+            "CITEQ_ASSISTANT_HOST": upstream.url,
+            "PINECONE_API_KEY": "upstream-key",
+            # The relay's chat routes never touch the table.
+            "CITEQ_TABLE": "unused-by-the-relay",
+        }
+    )
+    server = UvicornThread(create_app(settings)).start()
     try:
         yield server, key
     finally:

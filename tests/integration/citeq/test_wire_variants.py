@@ -4,12 +4,9 @@ stream relay (read by the openai SDK) and ``citeq ask``: the answer citeq makes 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
-import sys
 from collections.abc import Iterator
-from types import ModuleType
 
 import pytest
 import requests
@@ -49,12 +46,6 @@ def _settings(server: EmulatorServer) -> Settings:
     return Settings.from_env({}, api_key=server.api_key, pinecone_host=server.url, assistant=ASSISTANT)
 
 
-def _load(module: str) -> ModuleType:
-    if module in sys.modules:
-        return importlib.reload(sys.modules[module])
-    return importlib.import_module(module)
-
-
 # The relay's own bearer key (an empty key list closes the stream API).
 RELAY_KEY = "citeq-relay-test-key"
 
@@ -62,16 +53,23 @@ RELAY_KEY = "citeq-relay-test-key"
 @pytest.fixture(scope="module")
 def relay(upstream: EmulatorServer) -> Iterator[str]:
     """The stream function's app under uvicorn, pointed at this wire's emulator; yields its URL."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PINECONE_API_KEY", upstream.api_key)
-        patch.setenv("CITEQ_ASSISTANT_HOST", upstream.url)
-        patch.setenv("CITEQ_ASSISTANT", ASSISTANT)
-        patch.setenv("CITEQ_API_KEY_HASHES", hashlib.sha256(RELAY_KEY.encode()).hexdigest())
-        app = UvicornThread(_load("stream.app").app).start()
-        try:
-            yield app.url
-        finally:
-            app.stop()
+    from stream.app import create_app
+
+    settings = Settings.from_env(
+        {
+            "PINECONE_API_KEY": upstream.api_key,
+            "CITEQ_ASSISTANT_HOST": upstream.url,
+            "CITEQ_ASSISTANT": ASSISTANT,
+            "CITEQ_API_KEY_HASHES": hashlib.sha256(RELAY_KEY.encode()).hexdigest(),
+            # The relay's chat routes never touch the table.
+            "CITEQ_TABLE": "unused-by-the-relay",
+        }
+    )
+    app = UvicornThread(create_app(settings)).start()
+    try:
+        yield app.url
+    finally:
+        app.stop()
 
 
 def _raw_stream(url: str, key: str, question: str) -> bytes:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from citeq.config import DEFAULT_API_VERSION, Secret, Settings
+from citeq import config
+from citeq.config import DEFAULT_API_VERSION, Caller, Secret, Settings
 from citeq.errors import ConfigurationError
 
 _RNG = random.Random(11)
@@ -26,6 +30,107 @@ def test_from_env_reads_names_and_defaults() -> None:
     assert settings.pinecone_host == "http://h"
     assert settings.api_version == DEFAULT_API_VERSION
     assert settings.assistant_host is None
+
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGEST = hashlib.sha256(b"a bearer key").hexdigest()
+# (variable, value, setting, what the setting holds): one row per variable Settings reads.
+READS: list[tuple[str, str, str, Any]] = [
+    ("PINECONE_API_KEY", "pcsk_from_the_table", "api_key", Secret("pcsk_from_the_table")),
+    ("CITEQ_API_KEY_SECRET", "arn:key", "api_key_secret", "arn:key"),
+    ("CITEQ_ASSISTANT", "helpdesk", "assistant", "helpdesk"),
+    ("CITEQ_PINECONE_HOST", "http://cp.example/", "pinecone_host", "http://cp.example"),
+    ("CITEQ_ASSISTANT_HOST", "http://dp.example/", "assistant_host", "http://dp.example"),
+    ("CITEQ_API_VERSION", "2025-10", "api_version", "2025-10"),
+    ("CITEQ_TABLE", "results", "table", "results"),
+    ("CITEQ_QUEUE_URL", "https://sqs/q", "queue_url", "https://sqs/q"),
+    ("CITEQ_DLQ_URL", "https://sqs/dlq", "dlq_url", "https://sqs/dlq"),
+    ("CITEQ_CONNECT_TIMEOUT", "2.5", "connect_timeout", 2.5),
+    ("CITEQ_READ_TIMEOUT", "30", "read_timeout", 30.0),
+    ("CITEQ_STREAM_READ_TIMEOUT", "45", "stream_read_timeout", 45.0),
+    ("CITEQ_MAX_ATTEMPTS", "2", "max_attempts", 2),
+    ("CITEQ_RESULT_TTL_DAYS", "7", "result_ttl_days", 7),
+    ("CITEQ_CALLBACK_SECRET", CB, "callback_secret", Secret(CB)),
+    ("CITEQ_CALLBACK_SECRET_ARN", "arn:callback", "callback_secret_arn", "arn:callback"),
+    ("CITEQ_WEBHOOK_SECRETS", NEW, "webhook_secrets", Secret(NEW)),
+    ("CITEQ_WEBHOOK_SECRETS_ARN", "arn:webhooks", "webhook_secrets_arn", "arn:webhooks"),
+    ("CITEQ_CALLBACK_ALLOW_HOSTS", "a.internal, b.internal", "callback_allow_hosts", ("a.internal", "b.internal")),
+    ("CITEQ_CALLBACK_QUEUE_URL", "https://sqs/cb", "callback_queue_url", "https://sqs/cb"),
+    ("CITEQ_MAX_RECEIVES", "4", "max_receives", 4),
+    ("CITEQ_WORKER_CONCURRENCY", "3", "worker_concurrency", 3),
+    ("CITEQ_TOKENS_PER_MINUTE", "enterprise", "tokens_per_minute", 1_000_000),
+    ("CITEQ_TOKEN_WINDOW_SECONDS", "6", "token_window_seconds", 6.0),
+    ("CITEQ_QUOTA_PROBE_SECONDS", "30", "quota_probe_seconds", 30.0),
+    (
+        "CITEQ_API_KEY_HASHES",
+        f"{DIGEST.upper()}:helpdesk|docs, {DIGEST}",
+        "callers",
+        (Caller("key:" + DIGEST[:16], DIGEST, frozenset({"helpdesk", "docs"})), Caller("key:" + DIGEST[:16], DIGEST)),
+    ),
+    ("CITEQ_HEARTBEAT_SECONDS", "0.5", "heartbeat_seconds", 0.5),
+    ("POWERTOOLS_METRICS_NAMESPACE", "Elsewhere", "metrics_namespace", "Elsewhere"),
+    ("POWERTOOLS_METRICS_DISABLED", "true", "metrics_disabled", True),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "setting", "expected"), READS, ids=[row[0] for row in READS])
+def test_from_env_reads_each_variable_into_its_setting(variable: str, value: str, setting: str, expected: Any) -> None:
+    assert getattr(Settings.from_env({variable: value}), setting) == expected
+    assert getattr(Settings.from_env({}), setting) != expected  # the value came from the variable
+
+
+def test_every_variable_named_in_config_is_read_above_and_listed_in_the_readme() -> None:
+    names = {
+        value
+        for name, value in vars(config).items()
+        if name.isupper() and isinstance(value, str) and re.fullmatch(r"(CITEQ|PINECONE|POWERTOOLS)_[A-Z_]+", value)
+    }
+    assert names == {row[0] for row in READS}
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert sorted(name for name in names if f"`{name}`" not in section) == []
+
+
+def test_no_function_reads_the_environment_but_settings() -> None:
+    readers = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "functions").rglob("*.py")
+        if re.search(r"\bos\.(environ|getenv)\b", path.read_text())
+    ]
+    assert readers == ["functions/citeq/config.py"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable"),
+    [
+        ("table", "CITEQ_TABLE"),
+        ("queue_url", "CITEQ_QUEUE_URL"),
+        ("dlq_url", "CITEQ_DLQ_URL"),
+        ("callback_queue_url", "CITEQ_CALLBACK_QUEUE_URL"),
+        ("assistant", "CITEQ_ASSISTANT"),
+        ("api_key", "PINECONE_API_KEY (or CITEQ_API_KEY_SECRET in Lambda)"),
+        ("callback_secret", "CITEQ_CALLBACK_SECRET (or CITEQ_CALLBACK_SECRET_ARN)"),
+        ("webhook_secrets", "CITEQ_WEBHOOK_SECRETS (or CITEQ_WEBHOOK_SECRETS_ARN)"),
+    ],
+)
+def test_a_missing_required_setting_names_its_variable(setting: str, variable: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({}).require(setting)
+    assert str(info.value) == f"{variable} is not set"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("CITEQ_API_KEY_HASHES", f"{DIGEST},not-a-digest", "entry 2 is not a SHA-256 hex digest"),
+        ("CITEQ_API_KEY_HASHES", f"{DIGEST}:Not_A_Name", "entry 1 names an invalid assistant"),
+        ("CITEQ_HEARTBEAT_SECONDS", "0", "must be positive"),
+        ("POWERTOOLS_METRICS_DISABLED", "perhaps", "must be true or false"),
+    ],
+)
+def test_a_malformed_value_names_the_variable_and_never_a_digest(variable: str, value: str, why: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{variable}.*{why}") as info:
+        Settings.from_env({variable: value})
+    assert DIGEST not in str(info.value)
 
 
 def test_argument_beats_environment_beats_default() -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import importlib
 import json
-import sys
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
+from citeq.config import Settings
 from citeq.store import Store
 from citeq.webhooks import sign
 from infra.local.context import LambdaContext
@@ -21,12 +19,22 @@ from tests.helpers import load_event
 SECRET = "whsec_" + base64.b64encode(b"webhook-unit-test-secret-32bytes").decode()
 
 
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def _build(secrets: str | None = None, **environ: str) -> Handler:
+    """``webhook.app.build`` over this test's environment, with ``secrets`` as CITEQ_WEBHOOK_SECRETS."""
+    import os
+
+    from webhook import app
+
+    overrides = {} if secrets is None else {"CITEQ_WEBHOOK_SECRETS": secrets}
+    return app.build(Settings.from_env({**os.environ, **overrides, **environ}))
+
+
 @pytest.fixture
-def app(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", SECRET)
-    if "webhook.app" in sys.modules:
-        return importlib.reload(sys.modules["webhook.app"])
-    return importlib.import_module("webhook.app")
+def app(worker_env: dict[str, str]) -> Handler:
+    return _build(SECRET)
 
 
 def _event(body: bytes | None = None, *, b64: bool = False, msg_id: str | None = None) -> dict[str, Any]:
@@ -42,9 +50,9 @@ def _event(body: bytes | None = None, *, b64: bool = False, msg_id: str | None =
 
 
 def test_signed_event_is_accepted_stored_and_enqueued(
-    app: ModuleType, worker_env: dict[str, str], dispatch: Callable[[], None]
+    app: Handler, worker_env: dict[str, str], dispatch: Callable[[], None]
 ) -> None:
-    response = app.lambda_handler(_event(), LambdaContext())
+    response = app(_event(), LambdaContext())
     dispatch()
     assert response["statusCode"] == 202
     body = json.loads(response["body"])
@@ -58,15 +66,15 @@ def test_signed_event_is_accepted_stored_and_enqueued(
     assert json.loads(messages[0]["Body"])["request_id"] == body["request_id"]
 
 
-def test_base64_body_is_decoded_before_verifying(app: ModuleType) -> None:
-    assert app.lambda_handler(_event(b64=True, msg_id="msg_b64"), LambdaContext())["statusCode"] == 202
+def test_base64_body_is_decoded_before_verifying(app: Handler) -> None:
+    assert app(_event(b64=True, msg_id="msg_b64"), LambdaContext())["statusCode"] == 202
 
 
 def test_same_webhook_id_gives_the_same_request_once(
-    app: ModuleType, worker_env: dict[str, str], dispatch: Callable[[], None]
+    app: Handler, worker_env: dict[str, str], dispatch: Callable[[], None]
 ) -> None:
-    first = json.loads(app.lambda_handler(_event(msg_id="msg_same"), LambdaContext())["body"])
-    second = json.loads(app.lambda_handler(_event(msg_id="msg_same"), LambdaContext())["body"])
+    first = json.loads(app(_event(msg_id="msg_same"), LambdaContext())["body"])
+    second = json.loads(app(_event(msg_id="msg_same"), LambdaContext())["body"])
     dispatch()
     assert first["request_id"] == second["request_id"] and second["duplicate"] is True
     sqs = boto3.client("sqs")
@@ -74,9 +82,9 @@ def test_same_webhook_id_gives_the_same_request_once(
     assert len(received) == 1
 
 
-def test_unsigned_event_is_401(app: ModuleType) -> None:
+def test_unsigned_event_is_401(app: Handler) -> None:
     event = load_event("webhook-function-url.json")
-    response = app.lambda_handler(event, LambdaContext())
+    response = app(event, LambdaContext())
     assert response["statusCode"] == 401
 
 
@@ -98,27 +106,23 @@ def test_secrets_from_secrets_manager_follow_a_rotation(
     secrets = boto3.client("secretsmanager")
     arn = secrets.create_secret(Name="citeq/webhooks", SecretString=SECRET)["ARN"]
     monkeypatch.delenv("CITEQ_WEBHOOK_SECRETS", raising=False)
-    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS_ARN", arn)
     parameters.clear_caches()
-    if "webhook.app" in sys.modules:
-        app = importlib.reload(sys.modules["webhook.app"])
-    else:
-        app = importlib.import_module("webhook.app")
+    app = _build(CITEQ_WEBHOOK_SECRETS_ARN=arn)
     try:
-        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_1"), LambdaContext())["statusCode"] == 202
+        assert app(_signed_with(SECRET, "msg_rot_1"), LambdaContext())["statusCode"] == 202
         # Rotation: both secrets for a while, then only the new one.
         secrets.put_secret_value(SecretId=arn, SecretString=f"{new},{SECRET}")
         parameters.clear_caches()  # what Powertools' 5-minute cache expiry does in Lambda
-        assert app.lambda_handler(_signed_with(new, "msg_rot_2"), LambdaContext())["statusCode"] == 202
-        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_3"), LambdaContext())["statusCode"] == 202
+        assert app(_signed_with(new, "msg_rot_2"), LambdaContext())["statusCode"] == 202
+        assert app(_signed_with(SECRET, "msg_rot_3"), LambdaContext())["statusCode"] == 202
         secrets.put_secret_value(SecretId=arn, SecretString=new)
         parameters.clear_caches()
-        assert app.lambda_handler(_signed_with(SECRET, "msg_rot_4"), LambdaContext())["statusCode"] == 401
-        assert app.lambda_handler(_signed_with(new, "msg_rot_5"), LambdaContext())["statusCode"] == 202
+        assert app(_signed_with(SECRET, "msg_rot_4"), LambdaContext())["statusCode"] == 401
+        assert app(_signed_with(new, "msg_rot_5"), LambdaContext())["statusCode"] == 202
         # A secret that cannot be read: 503, and nothing about the secret in the answer.
         secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
         parameters.clear_caches()
-        response = app.lambda_handler(_signed_with(new, "msg_rot_6"), LambdaContext())
+        response = app(_signed_with(new, "msg_rot_6"), LambdaContext())
         assert response["statusCode"] == 503
         assert "whsec" not in response["body"] and arn not in response["body"]
     finally:
@@ -126,13 +130,6 @@ def test_secrets_from_secrets_manager_follow_a_rotation(
 
 
 # ------------------------------------------------------------------ issue 11
-def _load(monkeypatch: pytest.MonkeyPatch, secrets: str) -> ModuleType:
-    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", secrets)
-    return importlib.reload(sys.modules["webhook.app"]) if "webhook.app" in sys.modules else importlib.import_module(
-        "webhook.app"
-    )
-
-
 @pytest.mark.parametrize(
     "configured",
     [
@@ -142,18 +139,20 @@ def _load(monkeypatch: pytest.MonkeyPatch, secrets: str) -> ModuleType:
     ],
 )
 def test_an_unusable_configured_secret_is_503_with_an_error_log_naming_the_setting(
-    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, configured: str
+    worker_env: dict[str, str], configured: str
 ) -> None:
     import logging
 
-    app = _load(monkeypatch, f"{SECRET},{configured}")
+    from webhook.app import logger
+
+    app = _build(f"{SECRET},{configured}")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    std = logging.getLogger(app.logger.name)
+    std = logging.getLogger(logger.name)
     std.addHandler(handler)
     try:
-        response = app.lambda_handler(_signed_with(SECRET, "msg_badcfg"), LambdaContext())
+        response = app(_signed_with(SECRET, "msg_badcfg"), LambdaContext())
     finally:
         std.removeHandler(handler)
     assert response["statusCode"] == 503 and "not available" in response["body"]
@@ -168,7 +167,7 @@ def test_an_unusable_configured_secret_is_503_with_an_error_log_naming_the_setti
         (b'{"question": "q", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested more than"),
         (b"[" * 200_000, "nested more than"),
         (b'{"messages": "abc", "callback_url": "https://h.example.com/"}', "messages must be a list"),
-        (b'{"messages": [1], "callback_url": "https://h.example.com/"}', "non-empty string content"),
+        (b'{"messages": [1], "callback_url": "https://h.example.com/"}', "messages must be a list"),
         (b'{"messages": [{"role": "user", "content": "\\ud800"}], "callback_url": "https://h.example.com/"}', "U+D800"),
         (b'{"question": "q", "callback_url": "http://169.254.169.254/latest/meta-data"}', "non-public address"),
         (b'{"question": "q", "callback_url": "https://h.example.com:6379/"}', "port"),
@@ -177,13 +176,26 @@ def test_an_unusable_configured_secret_is_503_with_an_error_log_naming_the_setti
         (b"not json", "not valid JSON"),
     ],
 )
-def test_bad_bodies_are_400_with_a_reason(app: ModuleType, body: bytes, why: str) -> None:
-    response = app.lambda_handler(_event(body, msg_id=f"msg_bad_{len(body)}", b64=True), LambdaContext())
+def test_bad_bodies_are_400_with_a_reason(app: Handler, body: bytes, why: str) -> None:
+    response = app(_event(body, msg_id=f"msg_bad_{len(body)}", b64=True), LambdaContext())
     assert response["statusCode"] == 400 and why in json.loads(response["body"])["error"]
 
 
-def test_the_sender_is_stored_as_the_caller(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    app = _load(monkeypatch, f"acme={SECRET}")
-    body = json.loads(app.lambda_handler(_signed_with(SECRET, "msg_caller"), LambdaContext())["body"])
+def test_the_sender_is_stored_as_the_caller(worker_env: dict[str, str]) -> None:
+    app = _build(f"acme={SECRET}")
+    body = json.loads(app(_signed_with(SECRET, "msg_caller"), LambdaContext())["body"])
     item = Store(worker_env["CITEQ_TABLE"]).get(body["request_id"])
     assert item is not None and item.caller == "webhook:acme"
+
+
+def test_the_deployed_entry_point_builds_from_the_environment_once(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhook import app
+
+    monkeypatch.setenv("CITEQ_WEBHOOK_SECRETS", SECRET)
+    monkeypatch.setattr(app, "_handler", None)  # a new container
+    assert app.lambda_handler(_event(msg_id="msg_entry_1"), LambdaContext())["statusCode"] == 202
+    # Read at the first invocation only, as at a cold start.
+    monkeypatch.setenv("CITEQ_TABLE", "a-table-that-does-not-exist")
+    assert app.lambda_handler(_event(msg_id="msg_entry_2"), LambdaContext())["statusCode"] == 202

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import sys
 import time
 import warnings
 from typing import Any
@@ -245,14 +243,13 @@ def _emf(output: str) -> list[dict[str, Any]]:
 def test_metrics_are_published_as_emf_when_enabled_and_not_at_all_when_disabled(
     worker_env: dict[str, str], store: Store, sqs_record: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
+    from worker import app
+
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "0")
-    if "worker.app" in sys.modules:
-        enabled = importlib.reload(sys.modules["worker.app"])
-    else:
-        enabled = importlib.import_module("worker.app")
+    enabled = app.deployed(Settings.from_env())
     queued(store, "r-metrics")
     capsys.readouterr()
-    assert enabled.lambda_handler({"Records": [sqs_record(body("r-metrics"))]}, LambdaContext()) == {
+    assert enabled({"Records": [sqs_record(body("r-metrics"))]}, LambdaContext()) == {
         "batchItemFailures": []
     }
     documents = _emf(capsys.readouterr().out)
@@ -263,11 +260,11 @@ def test_metrics_are_published_as_emf_when_enabled_and_not_at_all_when_disabled(
     assert sum(values["Answered"]) == 1.0 and len(values["AssistantLatency"]) == 1
 
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
-    disabled = importlib.reload(sys.modules["worker.app"])
+    disabled = app.deployed(Settings.from_env())
     queued(store, "r-quiet")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert disabled.lambda_handler({"Records": [sqs_record(body("r-quiet"))]}, LambdaContext()) == {
+        assert disabled({"Records": [sqs_record(body("r-quiet"))]}, LambdaContext()) == {
             "batchItemFailures": []
         }
     assert [str(w.message) for w in caught if "metric" in str(w.message).lower()] == []
