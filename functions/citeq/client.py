@@ -28,9 +28,11 @@ from citeq.errors import (
     ConfigurationError,
     ConnectionFailed,
     DeadlineExceeded,
+    MalformedResponse,
     StreamBroken,
     Timeout,
     TransportError,
+    TruncatedResponse,
     ValidationError,
     status_error,
 )
@@ -160,6 +162,8 @@ def _session(pool: int = 64) -> requests.Session:
 
 
 def _translate(exc: requests.RequestException, what: str) -> TransportError:
+    """The citeq error for a ``requests`` failure; raise it ``from exc``. The message names only the exception's
+    type; the chained cause may show the URL, never the key (it travels in a header, which requests leaves out)."""
     if isinstance(exc, requests.Timeout):
         return Timeout(f"{what}: timed out ({type(exc).__name__})")
     return ConnectionFailed(f"{what}: connection failed ({type(exc).__name__})")
@@ -237,7 +241,7 @@ class AssistantClient:
                 method, url, json=body, headers=self._headers(), timeout=timeout, stream=stream
             )
         except requests.RequestException as exc:
-            raise _translate(exc, f"{method} {url}") from None
+            raise _translate(exc, f"{method} {url}") from exc
         if response.status_code >= 400:
             try:
                 raise error_from_response(response)
@@ -261,8 +265,10 @@ class AssistantClient:
                 response = self._request("GET", url, read=30.0, deadline=deadline)
                 try:
                     found = response.json().get("host")
-                except ValueError:
-                    raise ConnectionFailed(f"describe assistant {assistant!r}: response is not JSON") from None
+                except ValueError as exc:
+                    raise TruncatedResponse(f"describe assistant {assistant!r}: response is not JSON") from exc
+                except AttributeError as exc:
+                    raise MalformedResponse(f"describe assistant {assistant!r}: response is not an object") from exc
                 if not isinstance(found, str) or not found:
                     raise ConfigurationError(f"assistant {assistant!r} has no data-plane host yet")
                 return found if "://" in found else f"https://{found}"
@@ -313,8 +319,8 @@ class AssistantClient:
             )
             try:
                 payload = response.json()
-            except (ValueError, requests.RequestException):
-                raise ConnectionFailed("chat completion: response body was cut off or is not JSON") from None
+            except ValueError as exc:
+                raise TruncatedResponse("chat completion: response body was cut off or is not JSON") from exc
             return answer_from_completion(payload)
 
         return self._retrying(attempt, deadline, f"chat {request.assistant}")
@@ -359,7 +365,8 @@ class AssistantClient:
 
 
 def answer_from_completion(payload: Any) -> Answer:
-    """A default chat completion body -> Answer."""
+    """A default chat completion body (decoded JSON) -> Answer; MalformedResponse when it has no
+    ``choices[0].message.content``."""
     try:
         choice = payload["choices"][0]
         content = choice["message"]["content"] or ""
@@ -374,8 +381,8 @@ def answer_from_completion(payload: Any) -> Answer:
             raw_content=content,
             files=parsed.files,
         )
-    except (KeyError, IndexError, TypeError) as exc:
-        raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise MalformedResponse(f"chat completion has an unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
 # What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.
@@ -483,7 +490,7 @@ class ChatStream:
                 if event.data.strip() != "[DONE]" and (chunk := parse_chunk(event.data)) is not None:
                     yield chunk
         except requests.RequestException as exc:
-            raise _translate(exc, "stream") from None
+            raise _translate(exc, "stream") from exc
 
     def __iter__(self) -> Iterator[StreamChunk]:
         started = False
@@ -511,7 +518,7 @@ class ChatStream:
                             f"stream broke after {self.chunks} chunks: {exc}",
                             received="".join(self._received),
                             chunks=self.chunks,
-                        ) from None
+                        ) from exc
                     self._reopens -= 1
                     held.clear()
                     self.close()

@@ -92,7 +92,7 @@ class HandBack(Exception):
         self.delay = delay
 
 
-def retry_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
+def hand_back_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
     """Seconds before a failed request's message comes back: the service's Retry-After when it sent one, else
     full-jitter backoff over the failures so far (1 s .. ``cap``)."""
     retry_after = getattr(error, "retry_after", None)
@@ -304,7 +304,7 @@ class Worker:
             return {"request_id": item.request_id, "status": "failed"}
         if not self.store.requeue(item, error):
             return {"request_id": item.request_id, "status": "skipped"}
-        delay = retry_delay(exc, failures, self.rng)
+        delay = hand_back_delay(exc, failures, self.rng)
         self.recorder.metric("Retried", "Count", 1)
         log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
         raise HandBack(str(error["message"]), delay)
