@@ -25,7 +25,8 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from citeq.errors import ValidationError as CiteqValidationError
 
@@ -170,7 +171,7 @@ class RequestMessage(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: pydantic.ValidationError) -> str:
     """A pydantic error as one readable line: ``field: reason; field: reason``."""
     parts = []
     for item in error.errors():
@@ -193,7 +194,7 @@ def decode(body: str) -> RequestMessage:
     try:
         check_text(raw)
         return RequestMessage.model_validate(raw)
-    except ValidationError as exc:
+    except pydantic.ValidationError as exc:
         raise CiteqValidationError(f"invalid message: {describe(exc)}") from None
     except CiteqValidationError as exc:
         raise CiteqValidationError(f"invalid message: {exc.reason}") from None
