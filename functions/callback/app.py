@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from citeq.callbacks import Deliverer
+from citeq.callbacks import CallbackDeliverer
 from citeq.config import Settings
 from citeq.errors import ConfigurationError
 from citeq.queue import Queue
@@ -41,7 +41,7 @@ def signing_secret() -> str:
         raise
 
 
-deliverer = Deliverer(store, signing_secret, allow_hosts=settings.callback_allow_hosts)
+deliverer = CallbackDeliverer(store, signing_secret, allow_hosts=settings.callback_allow_hosts)
 
 
 class DeliverLater(Exception):

@@ -66,8 +66,9 @@ class NoMetrics:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One SQS delivery of a message."""
+class ReceivedMessage:
+    """One receipt of a request message from SQS: its body, how often SQS has handed it out, and the handle
+    that changes its visibility."""
 
     message_id: str
     body: str
@@ -132,7 +133,7 @@ class Worker:
         self.rng = rng or random.Random()
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, delivery: Delivery) -> RequestMessage | None:
+    def decode(self, delivery: ReceivedMessage) -> RequestMessage | None:
         """The message, or None after recording why it is malformed (such a message is never retried)."""
         # pydantic (~65 ms to import) loads with the first record rather than with the worker module.
         from citeq.messages import decode
@@ -145,7 +146,7 @@ class Worker:
             self._record_malformed(delivery, str(exc))
             return None
 
-    def _record_malformed(self, delivery: Delivery, reason: str) -> None:
+    def _record_malformed(self, delivery: ReceivedMessage, reason: str) -> None:
         error = {"type": "ValidationError", "message": reason, "http_status": None}
         try:
             request_id = json.loads(delivery.body).get("request_id")
@@ -166,7 +167,7 @@ class Worker:
         self.store.put_failed(placeholder, error)
 
     # ------------------------------------------------------------------ one delivery
-    def process(self, message: RequestMessage, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+    def process(self, message: RequestMessage, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
         """Answer, fail, defer or skip one request; returns a small summary. Raises HandBack."""
         running = self.store.claim(self._as_queued(message), invocation.lease_until)
         if running is None:
@@ -223,7 +224,7 @@ class Worker:
             return None
         return running
 
-    def _attempt(self, running: RequestItem, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+    def _attempt(self, running: RequestItem, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
         slot = self.pacer.acquire(running.assistant, running.request_id)
         if slot.wait_until is not None:
             wait = slot.wait_until - self.wall()
@@ -277,7 +278,9 @@ class Worker:
         log.info("request %s deferred %.1fs: %s", running.request_id, until - self.wall(), reason)
         return {"request_id": running.request_id, "status": "deferred", "until": until}
 
-    def _failed_call(self, item: RequestItem, exc: CiteqError, delivery: Delivery, latency: int) -> dict[str, Any]:
+    def _failed_call(
+        self, item: RequestItem, exc: CiteqError, delivery: ReceivedMessage, latency: int
+    ) -> dict[str, Any]:
         error = exc.to_dict()
         if not exc.retryable:
             self._fail(item, error, latency)
@@ -290,7 +293,7 @@ class Worker:
         item: RequestItem,
         error: dict[str, Any],
         exc: CiteqError | None,
-        delivery: Delivery,
+        delivery: ReceivedMessage,
         latency: int | None,
     ) -> dict[str, Any]:
         """A real failure: hand the message back with a delay, or, once the request has used its attempts
@@ -313,7 +316,7 @@ class Worker:
         if self.store.fail(item, error, latency):
             self.recorder.metric("Failed", "Count", 1)
 
-    def hand_back(self, delivery: Delivery, hand_back: HandBack) -> None:
+    def hand_back(self, delivery: ReceivedMessage, hand_back: HandBack) -> None:
         """Make the message visible again after the delay."""
         self.queue.delay(delivery.receipt_handle, hand_back.delay)
 

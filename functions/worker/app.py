@@ -25,7 +25,7 @@ from citeq.pacing import Pacer, Unpaced
 from citeq.queue import Queue
 from citeq.retry import RetryPolicy
 from citeq.store import Store, dynamodb_client
-from citeq.worker import Delivery, HandBack, Invocation, NoMetrics, Recorder, Worker, invocation_from
+from citeq.worker import HandBack, Invocation, NoMetrics, ReceivedMessage, Recorder, Worker, invocation_from
 
 logger = Logger(service="citeq-worker")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Citeq"), service="citeq-worker")
@@ -75,7 +75,7 @@ def build(settings: Settings | None = None, *, recorder: Recorder | None = None)
 
 def handle_record(worker: Worker, record: SQSRecord, invocation: Invocation) -> dict[str, Any]:
     """One record, on a worker thread."""
-    delivery = Delivery(
+    delivery = ReceivedMessage(
         record.message_id, record.body, int(record.attributes.approximate_receive_count), record.receipt_handle
     )
     message = worker.decode(delivery)
