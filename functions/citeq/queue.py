@@ -147,7 +147,8 @@ class Queue:
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
             messages = result.get("Messages", [])
-            if not messages:
+            # Nothing new: the queue is drained, or (a hold of 0) it hands out the same messages again.
+            if not any(message["MessageId"] not in found for message in messages):
                 break
             for message in messages:
                 attrs = message.get("Attributes", {})

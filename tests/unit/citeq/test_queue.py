@@ -154,6 +154,13 @@ def test_dead_letters_are_listed_once_released_redriven_and_deleted(aws: dict[st
     assert _bodies(dlq) == []
 
 
+def test_dead_letters_without_a_hold_lists_each_message_once_and_stops(aws: dict[str, str]) -> None:
+    queue = Queue(aws["RequestsQueue"], dlq_url=aws["RequestsDeadLetterQueue"])
+    queue.send([("d0", "zero"), ("d1", "one")], url=queue.dlq_url)
+    letters = queue.dead_letters(limit=10, hold_seconds=0)
+    assert sorted(letter.body for letter in letters) == ["one", "zero"]
+
+
 @pytest.mark.parametrize("call", ["dead_letters", "release", "delete_letters"])
 def test_dlq_operations_without_a_dlq_url_are_a_configuration_error(call: str) -> None:
     queue = Queue("https://sqs.us-east-1.amazonaws.com/123456789012/q", client=object())
