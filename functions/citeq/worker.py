@@ -31,6 +31,7 @@ from citeq.errors import (
     CiteqError,
     DeadlineExceeded,
     ItemTooLarge,
+    MalformedResponse,
     PermissionDeniedError,
     RateLimitError,
     ValidationError,
@@ -249,7 +250,12 @@ class Worker:
             until, reason = self.pacer.pause(running.assistant, running.request_id, str(exc))
             return self._defer(running, until, reason)
         except CiteqError as exc:
-            self.pacer.release(running.assistant, running.request_id)
+            if isinstance(exc, MalformedResponse):
+                # A 200 the client could not read was still counted by the service: its reservation stands, at
+                # the estimate (its real size is unknown), instead of being given back.
+                self.pacer.settle(running.assistant, running.request_id, 0)
+            else:
+                self.pacer.release(running.assistant, running.request_id)
             latency = round((self.clock() - started) * 1000)
             return self._failed_call(running, exc, delivery, latency)
         latency = round((self.clock() - started) * 1000)

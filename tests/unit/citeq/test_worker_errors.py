@@ -1,6 +1,7 @@
 """How the worker treats a 200 the client could not read (against moto in process, the client swapped for one
 that raises): JSON of the wrong shape fails the request at once; a body cut off goes back to the queue with a
-delay, until the request has used its receives."""
+delay, until the request has used its receives; either way the call's token reservation stands (the service
+counted it), where any other failure gives it back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 from citeq.dispatch import message_body
-from citeq.errors import CiteqError, MalformedResponse, TruncatedResponse
+from citeq.errors import CiteqError, MalformedResponse, ServerError, TruncatedResponse
+from citeq.pacing import Slot
 from citeq.queue import Queue
 from citeq.store import NewRequest, Store
 from citeq.worker import HandBack, ReceivedMessage, Worker, invocation_from
@@ -30,14 +32,40 @@ class Raising:
         raise self.error
 
 
-def _run(aws: dict[str, str], error: CiteqError, receive_count: int = 1) -> tuple[Store, Raising, Any]:
+class Recording:
+    """A pacer that lets every call go and records what the worker tells it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def acquire(self, assistant: str, request_id: str) -> Slot:
+        return Slot()
+
+    def settle(self, assistant: str, request_id: str, prompt_tokens: int) -> None:
+        self.calls.append(("settle", request_id, str(prompt_tokens)))
+
+    def release(self, assistant: str, request_id: str) -> None:
+        self.calls.append(("release", request_id))
+
+    def throttled(self, assistant: str, request_id: str, retry_after: float | None) -> tuple[float, str]:
+        raise AssertionError("not a 429")
+
+    def pause(self, assistant: str, request_id: str, reason: str) -> tuple[float, str]:
+        raise AssertionError("not a 403")
+
+
+def _run(
+    aws: dict[str, str], error: CiteqError, receive_count: int = 1, pacer: Recording | None = None
+) -> tuple[Store, Raising, Any]:
     store = Store(aws["ResultsTable"])
     store.put_request(NewRequest("r-1", "a", [{"role": "user", "content": "q"}]), dispatch="tok")
     item = store.get("r-1")
     assert item is not None
     client = Raising(error)
     client_any: Any = client
-    worker = Worker(store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, rng=random.Random(1))
+    worker = Worker(
+        store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, pacer=pacer, rng=random.Random(1)
+    )
     received = ReceivedMessage("m-1", message_body(item), receive_count, "handle")
     message = worker.decode(received)
     assert message is not None
@@ -71,3 +99,20 @@ def test_a_truncated_body_on_the_last_receive_fails_the_request(aws: dict[str, s
     item = store.get("r-1")
     assert item is not None and item.status == "failed"
     assert item.error is not None and item.error["message"].startswith("gave up after")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (MalformedResponse("wrong shape"), ("settle", "r-1", "0")),
+        (TruncatedResponse("cut off"), ("settle", "r-1", "0")),
+        (ServerError("busy", status=503), ("release", "r-1")),
+    ],
+    ids=["malformed", "truncated", "server-error"],
+)
+def test_a_200_the_client_could_not_read_keeps_its_budget_reservation(
+    aws: dict[str, str], error: CiteqError, expected: tuple[str, ...]
+) -> None:
+    pacer = Recording()
+    _run(aws, error, pacer=pacer)
+    assert pacer.calls == [expected]
