@@ -14,30 +14,25 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from citeq.callbacks import UnsafeURL, check_url_at_intake
 from citeq.errors import StoreError, ValidationError
-from citeq.messages import ASSISTANT_NAME, RequestMessage, check_text, loads
+from citeq.messages import encode
+from citeq.models import OPTIONS, Request
 from citeq.queue import MAX_BODY_BYTES
-from citeq.store import NewRequest, Store
+from citeq.store import Store
+from citeq.text import loads
 
-# A question is stored with its answer in one 400 KB DynamoDB item, and sent in one SQS message.
-MAX_QUESTION_BYTES = 200_000
-# Everything a request stores besides its answer (question, metadata, options, ids, callback): the answer gets
-# the rest of the item (issue 11: a line with 420 KB of metadata must fail here, not in batch_write_item).
-MAX_INPUT_BYTES = 200_000
-MAX_CUSTOM_ID = 256
 # Deeper JSON than this in a line, a cell or a body is refused (issue 11: no RecursionError, no 500).
 MAX_JSON_DEPTH = 32
 # Requests stored and sent per step of a submission (a multiple of 25 and of 10: whole BatchWriteItem and
 # SendMessageBatch calls).
 SUBMIT_SLICE = 100
-KNOWN = frozenset(
-    {"custom_id", "question", "messages", "assistant", "model", "temperature", "filter", "metadata", "callback_url"}
-)
+# CSV cells holding JSON: the message list, the metadata, and the options spelled as JSON.
+JSON_CELLS = frozenset({"messages", "metadata", *(name for name, option in OPTIONS.items() if option.cell == "json")})
+NUMBER_CELLS = frozenset(name for name, option in OPTIONS.items() if option.cell == "number")
 
 
 @dataclass(frozen=True)
@@ -62,23 +57,18 @@ class InvalidInput(ValidationError):
 
 
 @dataclass(frozen=True)
-class Item:
-    """One validated batch item."""
+class Line:
+    """One valid input line: its number (from 1) and its request, named when its batch is bound."""
 
-    line: int
-    custom_id: str
-    messages: list[dict[str, str]]
-    assistant: str
-    options: dict[str, Any]
-    metadata: dict[str, Any] | None = None
-    callback_url: str | None = None
+    number: int
+    request: Request
 
 
 @dataclass
 class Parsed:
     """Valid items in input order, and the lines that were not."""
 
-    items: list[Item] = field(default_factory=list)
+    items: list[Line] = field(default_factory=list)
     errors: list[LineError] = field(default_factory=list)
 
 
@@ -157,14 +147,14 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
             for key, value in zip(names, cells, strict=False):
                 if value == "":
                     continue
-                if key in ("messages", "filter", "metadata"):
+                if key in JSON_CELLS:
                     record[key] = _json_cell(value, key)
-                elif key == "temperature":
+                elif key in NUMBER_CELLS:
                     try:
                         record[key] = float(value)
                     except ValueError:
-                        raise ValidationError("temperature must be a number") from None
-                elif key in KNOWN:
+                        raise ValidationError(f"{key} must be a number") from None
+                elif key in Request.FIELDS:
                     record[key] = value
                 else:
                     extra[key] = value
@@ -174,128 +164,6 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
         if extra:
             record["metadata"] = {**extra, **(record.get("metadata") or {})}
         yield number, record
-
-
-def validate_item(
-    number: int,
-    record: Any,
-    default_assistant: str | None,
-    *,
-    callback_allow_hosts: Sequence[str] = (),
-    callback_resolve: Callable[..., Any] | None = None,
-) -> Item:
-    """One input record -> an Item, or ValidationError with the reason (nothing is written). With
-    ``callback_resolve`` (``socket.getaddrinfo``'s shape) a callback host resolving inside is refused too."""
-    if not isinstance(record, dict):
-        raise ValidationError("each line must be a JSON object")
-    unknown = set(record) - KNOWN
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    # Before anything else looks at the strings: a lone surrogate makes pydantic, json.dumps(ensure_ascii=False)
-    # and boto3 raise deep inside a submission, and SQS refuses U+FFFE half way through one (issue 11).
-    check_text(record)
-    custom_id = record.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id.strip():
-        raise ValidationError("custom_id is required (a non-empty string)")
-    if len(custom_id) > MAX_CUSTOM_ID:
-        raise ValidationError(f"custom_id is longer than {MAX_CUSTOM_ID} characters")
-    question, messages = record.get("question"), record.get("messages")
-    if (question is None) == (messages is None):
-        raise ValidationError("give exactly one of question or messages")
-    if question is not None:
-        if not isinstance(question, str) or not question.strip():
-            raise ValidationError("question must be a non-empty string")
-        messages = [{"role": "user", "content": question}]
-    if not isinstance(messages, list) or not messages:
-        raise ValidationError("messages must be a non-empty list")
-    clean = []
-    for message in messages:
-        if (
-            not isinstance(message, dict)
-            or not isinstance(message.get("content"), str)
-            or not message["content"].strip()
-        ):
-            raise ValidationError("every message needs non-empty string content")
-        role = message.get("role", "user")
-        if role not in ("user", "assistant") or set(message) - {"role", "content"}:
-            raise ValidationError("messages hold only role (user or assistant) and content")
-        clean.append({"role": role, "content": message["content"]})
-    if clean[-1]["role"] != "user" and not any(m["role"] == "user" for m in clean):
-        raise ValidationError("messages need at least one user message")
-    size = len(json.dumps(clean).encode())
-    if size > MAX_QUESTION_BYTES:
-        raise ValidationError(
-            f"question is {size:,} bytes; the limit is {MAX_QUESTION_BYTES:,} (it travels in one SQS message and is "
-            "stored with its answer in one 400 KB DynamoDB item)"
-        )
-    assistant = record.get("assistant") or default_assistant
-    if not assistant:
-        raise ValidationError("no assistant: give one per line or set CITEQ_ASSISTANT")
-    if not isinstance(assistant, str) or not ASSISTANT_NAME.match(assistant):
-        raise ValidationError(f"assistant name {assistant!r} is not valid")
-    options: dict[str, Any] = {}
-    if record.get("model") is not None:
-        if not isinstance(record["model"], str):
-            raise ValidationError("model must be a string")
-        options["model"] = record["model"]
-    if record.get("temperature") is not None:
-        temperature = record["temperature"]
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-            raise ValidationError("temperature must be a number from 0 to 2")
-        options["temperature"] = float(temperature)
-    if record.get("filter") is not None:
-        if not isinstance(record["filter"], dict):
-            raise ValidationError("filter must be a JSON object")
-        options["filter"] = record["filter"]
-    metadata = record.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValidationError("metadata must be a JSON object")
-    callback = record.get("callback_url")
-    if callback is not None:
-        if not isinstance(callback, str):
-            raise ValidationError("callback_url must be a string")
-        try:
-            # The same parser the delivery connects with; literal internal addresses are refused here (400).
-            check_url_at_intake(callback, callback_allow_hosts, callback_resolve)
-        except UnsafeURL as exc:
-            raise ValidationError(f"callback_url: {exc}") from None
-    item = Item(number, custom_id, clean, assistant, options, metadata, callback)
-    check_item_size(item)
-    return item
-
-
-def stored_input_bytes(item: Item) -> int:
-    """Bytes the request's input takes in its DynamoDB item and SQS message (UTF-8 JSON, as stored)."""
-    return len(
-        json.dumps(
-            [item.custom_id, item.assistant, item.messages, item.options, item.metadata, item.callback_url],
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
-    )
-
-
-def check_item_size(item: Item) -> None:
-    """Raise ValidationError when an item's stored input (question+metadata+options+ids) exceeds MAX_INPUT_BYTES."""
-    size = stored_input_bytes(item)
-    if size > MAX_INPUT_BYTES:
-        raise ValidationError(
-            f"the request (question, metadata and options) is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,} "
-            "(it is stored with its answer in one 400 KB DynamoDB item)"
-        )
-
-
-def validate(parsed: Parsed) -> None:
-    """Raise InvalidInput (every line's reason) unless each item can travel and be stored; call before writing."""
-    errors = list(parsed.errors)
-    for item in parsed.items:
-        try:
-            check_text([item.custom_id, item.assistant, item.messages, item.options, item.metadata, item.callback_url])
-            check_item_size(item)
-        except ValidationError as exc:
-            errors.append(LineError(item.line, exc.reason))
-    if errors:
-        raise InvalidInput(sorted(errors, key=lambda e: e.line))
 
 
 def parse(
@@ -309,11 +177,14 @@ def parse(
         try:
             if isinstance(record, ValidationError):
                 raise record
-            item = validate_item(number, record, default_assistant, callback_allow_hosts=callback_allow_hosts)
-            if item.custom_id in seen:
-                raise ValidationError(f"custom_id {item.custom_id!r} already used on line {seen[item.custom_id]}")
-            seen[item.custom_id] = number
-            parsed.items.append(item)
+            request = Request.parse(
+                record, default_assistant=default_assistant, callback_allow_hosts=callback_allow_hosts
+            )
+            custom_id = str(request.custom_id)
+            if custom_id in seen:
+                raise ValidationError(f"custom_id {custom_id!r} already used on line {seen[custom_id]}")
+            seen[custom_id] = number
+            parsed.items.append(Line(number, request))
         except ValidationError as exc:
             parsed.errors.append(LineError(number, exc.reason))
     if not parsed.items and not parsed.errors:
@@ -360,54 +231,23 @@ def request_id(batch_id: str, seq: int) -> str:
     return f"{batch_id}-{seq:06d}"
 
 
-def _fingerprint(items: Iterable[Item]) -> str:
+def _fingerprint(lines: Iterable[Line]) -> str:
     digest = hashlib.sha256()
-    for item in items:
-        digest.update(
-            json.dumps(
-                [item.custom_id, item.messages, item.assistant, item.options, item.metadata, item.callback_url],
-                sort_keys=True,
-            ).encode()
-        )
+    for line in lines:
+        digest.update(json.dumps(line.request.input_json(), sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def message_for(batch_id: str, seq: int, item: Item) -> RequestMessage:
-    """The queue message of one batch item."""
-    return RequestMessage.model_validate(
-        {
-            "request_id": request_id(batch_id, seq),
-            "batch_id": batch_id,
-            "custom_id": item.custom_id,
-            "seq": seq,
-            "assistant": item.assistant,
-            "messages": item.messages,
-            "options": item.options,
-            "callback": {"url": item.callback_url} if item.callback_url else None,
-        }
-    )
-
-
-def _requests(batch_id: str, items: list[Item]) -> list[NewRequest]:
-    """The batch's requests, each checked to fit one SQS message before anything is written."""
+def _requests(batch_id: str, lines: list[Line]) -> list[Request]:
+    """The batch's requests, named, each checked to fit one SQS message before anything is written."""
     requests = []
-    for seq, item in enumerate(items, start=1):
-        message = message_for(batch_id, seq, item)
-        if len(message.body().encode()) > MAX_BODY_BYTES:
-            raise ValidationError(f"line {item.line}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
-        requests.append(
-            NewRequest(
-                request_id=message.request_id,
-                assistant=item.assistant,
-                messages=item.messages,
-                options=item.options,
-                batch_id=batch_id,
-                custom_id=item.custom_id,
-                seq=seq,
-                metadata=item.metadata,
-                callback={"url": item.callback_url} if item.callback_url else None,
+    for seq, line in enumerate(lines, start=1):
+        request = replace(line.request, request_id=request_id(batch_id, seq), batch_id=batch_id, seq=seq)
+        if len(encode(request).encode()) > MAX_BODY_BYTES:
+            raise ValidationError(
+                f"line {line.number}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)"
             )
-        )
+        requests.append(request)
     return requests
 
 

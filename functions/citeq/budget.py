@@ -31,12 +31,14 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citeq import aws
 from citeq.errors import StoreError
 from citeq.pacing import Slot
-from citeq.store import Store
+
+if TYPE_CHECKING:  # progress reads BudgetState without the DynamoDB store module (issue 13)
+    from citeq.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from citeq.errors import ConfigurationError, WebhookError
-from citeq.store import RequestItem, Store
+from citeq.models import RequestRecord
+from citeq.store import Store
 from citeq.webhooks import PREFIX, secret_bytes, sign
 
 # Delay before attempt n+1 (seconds): 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h -> ~16 h of retries
@@ -238,7 +239,7 @@ def caller_secret(secret: str, caller: str | None) -> str:
     return PREFIX + base64.b64encode(derived).decode()
 
 
-def payload(item: RequestItem) -> dict[str, Any]:
+def payload(item: RequestRecord) -> dict[str, Any]:
     """What the receiver gets: the result, with the caller's own fields echoed back."""
     return {
         "type": EVENT_TYPE,
@@ -382,7 +383,7 @@ class CallbackDeliverer:
         ``deadline`` (a ``monotonic`` instant) can only shorten the delivery's own total deadline.
         """
         item = self.store.get(request_id)
-        if item is None or not item.callback or item.status not in ("succeeded", "failed"):
+        if item is None or not item.callback_url or item.status not in ("succeeded", "failed"):
             return Outcome(False, None, "nothing to deliver", None, "nothing_to_deliver")
         if item.callback_done is not None and item.callback_done >= item.generation:
             return Outcome(True, None, None, None)  # a duplicate job: this generation's callback went already
@@ -394,7 +395,7 @@ class CallbackDeliverer:
         failure: Failure | None = None
         permanent = False
         try:
-            target = parse_url(str(item.callback.get("url", "")))
+            target = parse_url(item.callback_url)
             address = resolve_target(target, self.allow_hosts, self.resolve)
             body = json.dumps(payload(item), separators=(",", ":")).encode()
             secret = caller_secret(self._secret(), item.caller)

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from citeq import batch, dlq, export
 from citeq.budget import TokenBudget
@@ -30,10 +30,10 @@ from citeq.errors import (
     TransportError,
     ValidationError,
 )
-from citeq.models import Answer, Citation, Reference
+from citeq.models import Answer, BatchInfo, ChatRequest, Citation, Reference
 from citeq.progress import Pacing, Progress
 from citeq.queue import Queue
-from citeq.store import BatchInfo, Store
+from citeq.store import Store
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
 
@@ -132,15 +132,16 @@ def _ask(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
             filter_ = json.loads(args.filter)
         except ValueError as exc:
             raise ValidationError(f"--filter is not valid JSON: {exc}") from None
-        if not isinstance(filter_, dict):
-            raise ValidationError("--filter must be a JSON object")
     client = factory.client()
-    kwargs: dict[str, Any] = {"assistant": args.assistant, "model": args.model, "filter": filter_}
+    asked = ChatRequest.parse(
+        {"question": args.question, "assistant": args.assistant, "model": args.model, "filter": filter_},
+        default_assistant=factory.settings.assistant,
+    )
     if args.no_stream or args.json:
-        answer = client.chat(args.question, **kwargs)
+        answer = client.chat(asked)
         out.write(json.dumps(answer.to_dict(), indent=2) + "\n" if args.json else format_answer(answer) + "\n")
         return EXIT_OK
-    with client.stream(args.question, **kwargs) as stream:
+    with client.stream(asked) as stream:
         numbers: dict[int, int] = {}
         for event in stream.events():
             if isinstance(event, TextDelta):

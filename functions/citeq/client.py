@@ -11,8 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -36,8 +35,18 @@ from citeq.errors import (
     ValidationError,
     status_error,
 )
-from citeq.messages import ASSISTANT_NAME
-from citeq.models import Answer, ParsedContent, UsageDict, usage_from
+from citeq.models import (
+    ASSISTANT_NAME,
+    OPTIONS,
+    Answer,
+    ChatRequest,
+    Citation,
+    FileRef,
+    ParsedContent,
+    Reference,
+    UsageDict,
+    usage_from,
+)
 from citeq.retry import RetryPolicy, retry_delay, should_retry
 from citeq.sse import SSEDecoder
 
@@ -49,28 +58,6 @@ MAX_ERROR_BODY = 4096
 MIN_ATTEMPT_SECONDS = 2.0
 # Discovered data-plane hosts kept per client (one per assistant name seen).
 MAX_CACHED_HOSTS = 256
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """What to ask: messages plus the endpoint's parameters."""
-
-    messages: tuple[Mapping[str, str], ...]
-    assistant: str
-    model: str | None = None
-    temperature: float | None = None
-    filter: Mapping[str, Any] | None = None
-
-    def body(self, stream: bool) -> dict[str, Any]:
-        """The JSON body; unset parameters are left out so the service's defaults apply."""
-        body: dict[str, Any] = {"messages": [dict(m) for m in self.messages], "stream": stream}
-        if self.model is not None:
-            body["model"] = self.model
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.filter is not None:
-            body["filter"] = dict(self.filter)
-        return body
 
 
 class StreamChunk(NamedTuple):
@@ -86,31 +73,6 @@ class StreamChunk(NamedTuple):
     # service has sent ``"delta": null`` on the finish chunk, which breaks ``chunk.choices[0].delta.content``
     # in openai-SDK clients; issue 12).
     raw: str | None = None
-
-
-def messages_for(
-    question: str | None = None, messages: Sequence[Mapping[str, str]] | None = None
-) -> tuple[dict[str, str], ...]:
-    """Messages from a question or a message list, validated as the service would (clear errors, no call)."""
-    if (question is None) == (messages is None):
-        raise ValidationError("give exactly one of question or messages")
-    if messages is not None and (
-        not isinstance(messages, list | tuple) or not all(isinstance(m, Mapping) for m in messages)
-    ):
-        # A body's "messages": "abc" or [1] is the caller's mistake, never a 500 (issue 11).
-        raise ValidationError("messages must be a list of objects with role and content")
-    items = [{"role": "user", "content": question}] if question is not None else [dict(m) for m in messages or ()]
-    if not items:
-        raise ValidationError("messages must not be empty")
-    for item in items:
-        item.setdefault("role", "user")
-        # The service takes exactly user and assistant (pinecone 10.2.0's Message docstring; issue 12).
-        if item["role"] not in ("user", "assistant"):
-            raise ValidationError(f"message role must be user or assistant, got {item['role']!r}")
-        content = item.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise ValidationError("message content must not be empty")
-    return tuple(items)
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -280,60 +242,42 @@ class AssistantClient:
             self._hosts[assistant] = host
         return host
 
-    def _chat_url(self, assistant: str, deadline: float | None) -> str:
-        return f"{self.host_for(assistant, deadline)}/assistant/chat/{quote(assistant, safe='')}/chat/completions"
+    def _chat_url(self, request: ChatRequest, deadline: float | None) -> str:
+        name = quote(request.assistant, safe="")
+        return f"{self.host_for(request.assistant, deadline)}/assistant/chat/{name}{request.endpoint}"
 
-    def _request_for(
-        self,
-        question: str | None,
-        messages: Sequence[Mapping[str, str]] | None,
-        assistant: str | None,
-        model: str | None,
-        temperature: float | None,
-        filter: Mapping[str, Any] | None,
-    ) -> ChatRequest:
-        name = assistant or self.settings.assistant
-        if not name:
+    def _request_for(self, request: ChatRequest | str) -> ChatRequest:
+        if isinstance(request, ChatRequest):
+            return request
+        if not self.settings.assistant:
             raise ConfigurationError("no assistant given and CITEQ_ASSISTANT is not set")
-        return ChatRequest(messages_for(question, messages), name, model, temperature, filter)
+        return ChatRequest.ask(request, self.settings.assistant)
 
     # ------------------------------------------------------------------ chat
-    def chat(
-        self,
-        question: str | None = None,
-        *,
-        messages: Sequence[Mapping[str, str]] | None = None,
-        assistant: str | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        filter: Mapping[str, Any] | None = None,
-        deadline: float | None = None,
-    ) -> Answer:
-        """A default (non-streamed) answer, parsed into text and structured citations."""
-        request = self._request_for(question, messages, assistant, model, temperature, filter)
-        url = self._chat_url(request.assistant, deadline)
+    def chat(self, request: ChatRequest | str, *, deadline: float | None = None) -> Answer:
+        """A default (non-streamed) answer, parsed into text and structured citations. ``request`` is a checked
+        ``ChatRequest`` (``ChatRequest.parse``/``ask``), or a question for the default assistant (CITEQ_ASSISTANT);
+        ``deadline`` is a ``monotonic`` instant no attempt may outlive."""
+        request = self._request_for(request)
+        url = self._chat_url(request, deadline)
+        read_answer = answer_from_chat if request.options.standard_only else answer_from_completion
 
         def attempt(_: int) -> Answer:
             response = self._request(
-                "POST", url, body=request.body(False), read=self.settings.read_timeout, deadline=deadline
+                "POST", url, body=request.body(stream=False), read=self.settings.read_timeout, deadline=deadline
             )
             try:
                 payload = response.json()
             except ValueError as exc:
                 raise TruncatedResponse("chat completion: response body was cut off or is not JSON") from exc
-            return answer_from_completion(payload)
+            return read_answer(payload)
 
         return self._retrying(attempt, deadline, f"chat {request.assistant}")
 
     def stream(
         self,
-        question: str | None = None,
+        request: ChatRequest | str,
         *,
-        messages: Sequence[Mapping[str, str]] | None = None,
-        assistant: str | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        filter: Mapping[str, Any] | None = None,
         deadline: float | None = None,
         keep_text: bool = True,
         reopen: bool = True,
@@ -344,15 +288,19 @@ class AssistantClient:
         chunks before the first content are held until it comes; a relay passes ``reopen=False`` to forward
         every chunk the moment it arrives.
         """
-        request = self._request_for(question, messages, assistant, model, temperature, filter)
-        url = self._chat_url(request.assistant, deadline)
+        request = self._request_for(request)
+        if request.options.standard_only:
+            standard = ", ".join(name for name, option in OPTIONS.items() if option.standard_only)
+            raise ValidationError(f"{standard} need a default (non-streamed) answer: streams use the "
+                                  "OpenAI-compatible endpoint, which does not take them")
+        url = self._chat_url(request, deadline)
 
         def open_stream() -> requests.Response:
             return self._retrying(
                 lambda _: self._request(
                     "POST",
                     url,
-                    body=request.body(True),
+                    body=request.body(stream=True),
                     stream=True,
                     read=self.settings.stream_read_timeout,
                     deadline=deadline,
@@ -383,6 +331,41 @@ def answer_from_completion(payload: Any) -> Answer:
         )
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise MalformedResponse(f"chat completion has an unexpected shape ({type(exc).__name__}: {exc})") from exc
+
+
+def answer_from_chat(payload: Any) -> Answer:
+    """A standard chat response (``ChatModel``: ``{"id", "model", "finish_reason", "message": {"role",
+    "content"}, "usage", "citations": [{"position", "references": [{"file": {...}, "pages"}]}]}``,
+    shared/reference §5) -> Answer, or MalformedResponse. Its content has no markers and its citations are
+    structured already, with positions in that content."""
+    try:
+        content = payload["message"]["content"] or ""
+        citations = []
+        files: dict[str, FileRef] = {}
+        for citation in payload.get("citations") or ():
+            references = []
+            for ref in citation["references"]:
+                data = ref.get("file")
+                file = None
+                if isinstance(data, dict):
+                    file = files.setdefault(
+                        str(data["name"]),
+                        FileRef(str(data["name"]), data.get("signed_url"), data.get("id"), data.get("url_expires_at")),
+                    )
+                references.append(Reference(file, tuple(int(p) for p in ref.get("pages") or ())))
+            citations.append(Citation(int(citation["position"]), tuple(references)))
+        return Answer(
+            id=str(payload.get("id", "")),
+            model=str(payload.get("model", "")),
+            content=content,
+            citations=tuple(citations),
+            usage=usage_from(payload.get("usage")),
+            finish_reason=payload.get("finish_reason"),
+            raw_content=content,
+            files=tuple(files.values()),
+        )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedResponse(f"chat answer has an unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
 # What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.

@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from citeq.messages import encode
 from citeq.queue import MAX_DELAY, Queue
-from citeq.store import RequestItem
+from citeq.store import record_from_item
 
 log = logging.getLogger(__name__)
 CALLBACK_STATUSES = frozenset({"succeeded", "failed"})
@@ -50,26 +51,6 @@ def _s(image: dict[str, Any], name: str) -> str | None:
     return value.get("S") if isinstance(value, dict) else None
 
 
-def message_body(item: RequestItem) -> str:
-    """The queue message for a stored request, carrying its current dispatch token."""
-    from citeq.messages import RequestMessage
-
-    return RequestMessage.model_validate(
-        {
-            "request_id": item.request_id,
-            "batch_id": item.batch_id,
-            "custom_id": item.custom_id,
-            "seq": item.seq,
-            "assistant": item.assistant,
-            "messages": item.messages,
-            "options": item.options,
-            "callback": item.callback,
-            "generation": item.generation,
-            "dispatch": item.dispatch,
-        }
-    ).body()
-
-
 def owed(record: dict[str, Any], now: float) -> Owed | None:
     """What one stream record owes, if anything."""
     change = record.get("dynamodb") or {}
@@ -84,13 +65,13 @@ def owed(record: dict[str, Any], now: float) -> Owed | None:
         token = _s(new, "dispatch")
         if token is None or token == _s(old, "dispatch"):
             return None
-        item = RequestItem.from_item(new)
+        item = record_from_item(new)
         # Whole seconds, rounded down: a message due at not_before may arrive up to a second early (the claim
         # allows that), never late.
         delay = 0 if item.not_before is None else math.floor(item.not_before - now)
-        return Owed("request", item.request_id, message_body(item), min(MAX_DELAY, max(0, delay)))
+        return Owed("request", item.request_id, encode(item), min(MAX_DELAY, max(0, delay)))
     if status in CALLBACK_STATUSES and "callback" in new and _s(old, "status") != status:
-        item = RequestItem.from_item(new)
+        item = record_from_item(new)
         if item.callback_done is not None and item.callback_done >= item.generation:
             return None
         body = json.dumps({"request_id": item.request_id, "generation": item.generation})

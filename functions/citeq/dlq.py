@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from citeq.dispatch import message_body
+from citeq.messages import encode
+from citeq.models import RequestRecord
 from citeq.queue import DeadLetter, Queue
-from citeq.store import RequestItem, Store
+from citeq.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Letter:
 
     letter: DeadLetter
     request_id: str | None
-    item: RequestItem | None
+    item: RequestRecord | None
 
     def row(self) -> dict[str, Any]:
         """For ``citeq dlq show``."""
@@ -64,7 +65,7 @@ def show(*, store: Store, queue: Queue, limit: int = 100) -> list[Letter]:
         queue.release(letters)
 
 
-def abandoned_reason(item: RequestItem, receives: int) -> dict[str, Any]:
+def abandoned_reason(item: RequestRecord, receives: int) -> dict[str, Any]:
     """The error recorded on a request whose message was dead-lettered after ``receives`` deliveries (the
     queue's maxReceiveCount: a DLQ message's own receive count also counts the DLQ's readers)."""
     last = (item.error or {}).get("message") or "the worker stopped before recording a result"
@@ -112,7 +113,7 @@ def redrive(*, store: Store, queue: Queue, limit: int = 1000) -> int:
             store.reset(item)
             done.append(letter)
         elif item is not None and item.status in ("queued", "running"):
-            body = message_body(item)
+            body = encode(item)
             resend.append(
                 DeadLetter(letter.message_id, body, letter.receipt_handle, letter.receive_count, letter.sent_at)
             )

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from citeq.store import RequestItem
+from citeq.models import RequestRecord
 
 CSV_COLUMNS = [
     "custom_id",
@@ -33,7 +33,7 @@ CSV_COLUMNS = [
 ]
 
 
-def jsonl_lines(items: Iterable[RequestItem]) -> Iterator[str]:
+def jsonl_lines(items: Iterable[RequestRecord]) -> Iterator[str]:
     """One JSON object per item: custom_id, request_id, status, attempts, latency_ms, error, answer."""
     for item in items:
         yield json.dumps(item.result(), ensure_ascii=False) + "\n"
@@ -89,7 +89,7 @@ def flatten(answer: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def write_csv(items: Iterable[RequestItem], out: TextIO) -> int:
+def write_csv(items: Iterable[RequestRecord], out: TextIO) -> int:
     """Write the CSV with its header; returns the number of rows."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -112,7 +112,7 @@ def write_csv(items: Iterable[RequestItem], out: TextIO) -> int:
     return rows
 
 
-def write_jsonl(items: Iterable[RequestItem], out: TextIO) -> int:
+def write_jsonl(items: Iterable[RequestRecord], out: TextIO) -> int:
     """Write JSON Lines; returns the number of lines."""
     rows = 0
     for line in jsonl_lines(items):
@@ -121,7 +121,7 @@ def write_jsonl(items: Iterable[RequestItem], out: TextIO) -> int:
     return rows
 
 
-def to_string(items: Iterable[RequestItem], fmt: str) -> str:
+def to_string(items: Iterable[RequestRecord], fmt: str) -> str:
     """The whole export as one string (for small batches and tests)."""
     buffer = io.StringIO()
     (write_csv if fmt == "csv" else write_jsonl)(items, buffer)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from citeq.batch import Item, validate_item
 from citeq.errors import ValidationError
-from citeq.messages import RequestMessage
+from citeq.messages import encode
+from citeq.models import Request
 from citeq.queue import MAX_BODY_BYTES
-from citeq.store import NewRequest, Store
+from citeq.store import Store
 
 
 @dataclass(frozen=True)
@@ -32,19 +32,27 @@ def validate(
     payload: Any,
     default_assistant: str | None,
     *,
+    request_id: str = "",
     require_callback: bool = False,
     allow_hosts: Sequence[str] = (),
     resolve: Callable[..., Any] | None = None,
-) -> Item:
-    """One HTTP/webhook request body -> an Item, or ValidationError with the reason; writes nothing. With
-    ``resolve`` a callback host whose name resolves to an internal address is refused here (a 400)."""
+) -> Request:
+    """One HTTP/webhook request body (a batch line's fields, ``custom_id`` optional) -> a Request, or
+    ValidationError with the reason; writes nothing. With ``resolve`` a callback host whose name resolves to an
+    internal address is refused here (a 400)."""
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object")
-    record = {"custom_id": payload.get("custom_id") or "request", **payload}
-    item = validate_item(0, record, default_assistant, callback_allow_hosts=allow_hosts, callback_resolve=resolve)
-    if require_callback and not item.callback_url:
+    request = Request.parse(
+        payload,
+        default_assistant=default_assistant,
+        request_id=request_id,
+        custom_id_required=False,
+        callback_allow_hosts=allow_hosts,
+        callback_resolve=resolve,
+    )
+    if require_callback and not request.callback_url:
         raise ValidationError("callback_url is required")
-    return item
+    return request
 
 
 def enqueue(
@@ -58,45 +66,30 @@ def enqueue(
     callback_allow_hosts: Sequence[str] = (),
     callback_resolve: Callable[..., Any] | None = None,
 ) -> Accepted:
-    """Validate one request (the fields of a batch line; ``custom_id`` optional), then store it: the write
-    enqueues it (the table's stream drives the dispatcher). Nothing is written for an invalid request (an
-    internal callback URL included); a request id stored before is a duplicate (its first write owes the message).
+    """Validate one request, then store it: the write enqueues it (the table's stream drives the dispatcher).
+    Nothing is written for an invalid request (an internal callback URL included); a request id stored before
+    is a duplicate (its first write owes the message).
 
     ``caller`` ("key:…", "webhook:…") is stored with it: it scopes who may read it and which secret signs its
     callback.
     """
-    item = validate(
+    request = validate(
         payload,
         default_assistant,
+        request_id=request_id or new_request_id(),
         require_callback=require_callback,
         allow_hosts=callback_allow_hosts,
         resolve=callback_resolve,
     )
-    rid = request_id or new_request_id()
-    callback = {"url": item.callback_url} if item.callback_url else None
-    message = RequestMessage.model_validate(
-        {
-            "request_id": rid,
-            "custom_id": payload.get("custom_id"),
-            "assistant": item.assistant,
-            "messages": item.messages,
-            "options": item.options,
-            "callback": callback,
-            "caller": caller,
-        }
-    )
-    if len(message.body().encode()) > MAX_BODY_BYTES:
+    return store_request(request, store=store, caller=caller)
+
+
+def store_request(request: Request, *, store: Store, caller: str | None = None) -> Accepted:
+    """Store a validated request (``validate``'s result; named with a new id if it has none) as queued, which
+    enqueues it; ValidationError if it cannot travel in one SQS message (nothing written)."""
+    request = replace(request, request_id=request.request_id or new_request_id(), caller=caller)
+    if len(encode(request).encode()) > MAX_BODY_BYTES:
         raise ValidationError(f"the request is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
-    stored = NewRequest(
-        request_id=rid,
-        assistant=item.assistant,
-        messages=item.messages,
-        options=item.options,
-        custom_id=payload.get("custom_id"),
-        metadata=item.metadata,
-        callback=callback,
-        caller=caller,
-    )
-    if not store.put_request(stored):
-        return Accepted(rid, duplicate=True)
-    return Accepted(rid)
+    if not store.put_request(request):
+        return Accepted(request.request_id, duplicate=True)
+    return Accepted(request.request_id)

@@ -22,179 +22,113 @@ A body with another ``v`` is rejected with a clear reason (and recorded, not ret
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Literal
+from typing import Any
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from citeq.errors import ValidationError as CiteqValidationError
+from citeq.errors import ValidationError
+from citeq.models import OPTIONS, ChatOptions, ChatRequest, Request, RequestRecord, check_assistant, parse_messages
+from citeq.text import check_text, loads
 
 VERSION = 1
-# \Z, not $: "name\n" must not pass (a $ also matches before a final newline).
-ASSISTANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
-# Characters SQS refuses in a body (its allowed set is #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF).
-# JSON escapes the control characters, so what can still reach SQS raw is a surrogate or U+FFFE/U+FFFF; a lone
-# surrogate cannot be encoded as UTF-8 at all, so DynamoDB cannot store it either (issue 11).
-_CANNOT_TRAVEL = re.compile("[\ud800-\udfff\ufffe\uffff]")
-MAX_DEPTH = 32
+_FIELDS = frozenset(
+    {"v", "request_id", "batch_id", "custom_id", "seq", "assistant", "messages", "options", "callback"}
+    | {"generation", "dispatch", "caller"}
+)
+_CALLBACK_PREFIXES = ("http://", "https://")
 
 
-def _where(path: list[str]) -> str:
-    return ".".join(path) or "the value"
+def encode(request: Request) -> str:
+    """The JSON body sent to SQS (compact, UTF-8 as is, unset fields left out); a RequestRecord's generation and
+    dispatch token travel with it."""
+    body: dict[str, Any] = {
+        "v": VERSION,
+        "request_id": request.request_id,
+        "batch_id": request.batch_id,
+        "custom_id": request.custom_id,
+        "seq": request.seq,
+        "assistant": request.chat.assistant,
+        "messages": [m.to_dict() for m in request.chat.messages],
+        "options": request.chat.options.to_dict(),
+        "callback": {"url": request.callback_url} if request.callback_url else None,
+    }
+    if isinstance(request, RequestRecord):
+        body["generation"] = request.generation
+        body["dispatch"] = request.dispatch
+    body["caller"] = request.caller
+    return json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":"), ensure_ascii=False)
 
 
-def check_text(value: Any, *, field: str = "") -> None:
-    """Raise citeq's ValidationError naming the field and character if any string (key or value) in ``value``
-    cannot be sent to SQS or stored in DynamoDB; nesting deeper than MAX_DEPTH is refused too."""
-    # Iterative, so hostile nesting cannot exhaust the stack.
-    stack: list[tuple[Any, list[str]]] = [(value, [field] if field else [])]
-    while stack:
-        current, path = stack.pop()
-        if len(path) > MAX_DEPTH + 1:
-            raise CiteqValidationError(f"{_where(path[:3])}...: nested more than {MAX_DEPTH} levels deep")
-        if isinstance(current, str):
-            found = _CANNOT_TRAVEL.search(current)
-            if found:
-                raise CiteqValidationError(
-                    f"{_where(path)} holds U+{ord(found.group()):04X} at character {found.start() + 1}, which "
-                    "cannot be sent to SQS or stored in DynamoDB (a lone surrogate or a non-character)"
-                )
-        elif isinstance(current, dict):
-            for key, item in current.items():
-                stack.append((key, [*path, "(a key)"]))
-                stack.append((item, [*path, str(key)]))
-        elif isinstance(current, list | tuple):
-            stack.extend((item, [*path, f"[{index}]"]) for index, item in enumerate(current))
+def _optional_str(raw: dict[str, Any], name: str, longest: int | None = None) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or (longest is not None and len(value) > longest):
+        limit = f" of at most {longest} characters" if longest is not None else ""
+        raise ValidationError(f"{name} must be a string{limit}")
+    return value
 
 
-def loads(text: str | bytes, *, what: str = "the body", max_depth: int = MAX_DEPTH) -> Any:
-    """JSON text or UTF-8 bytes -> value; citeq's ValidationError (never RecursionError) for invalid JSON, bad
-    UTF-8 or nesting past ``max_depth``."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CiteqValidationError(f"{what} is not UTF-8 (byte {exc.start + 1})") from None
-    if _depth_exceeds(text, max_depth):
-        raise CiteqValidationError(f"{what} is nested more than {max_depth} levels deep")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CiteqValidationError(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})") from None
-    except RecursionError as exc:
-        raise CiteqValidationError(f"{what} is not valid JSON ({type(exc).__name__})") from None
+def _optional_int(raw: dict[str, Any], name: str, least: int) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValidationError(f"{name} must be an integer of at least {least}")
+    return value
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than ``limit`` (a scan, before the recursive parser runs)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
+def _callback_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    url = value.get("url") if isinstance(value, dict) and set(value) == {"url"} else None
+    if not isinstance(url, str) or not url.startswith(_CALLBACK_PREFIXES) or any(c.isspace() for c in url):
+        raise ValidationError('callback must be {"url": "http(s)://..."}')
+    return url
 
 
-class Message(BaseModel):
-    """One chat message."""
-
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["user", "assistant"] = "user"
-    content: str = Field(min_length=1)
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("message content must not be empty")
-        return value
-
-
-class Options(BaseModel):
-    """Chat parameters; unset ones take the service's defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    filter: dict[str, Any] | None = None
-
-
-class Callback(BaseModel):
-    """Where to POST the result when the request ends."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://[^\s/]+")
-
-
-class RequestMessage(BaseModel):
-    """One request on the queue."""
-
-    model_config = ConfigDict(extra="forbid")
-    v: Literal[1] = 1
-    request_id: str = Field(min_length=1, max_length=200)
-    batch_id: str | None = None
-    custom_id: str | None = None
-    seq: int | None = Field(default=None, ge=1)
-    assistant: str
-    messages: list[Message] = Field(min_length=1)
-    options: Options = Field(default_factory=Options)
-    callback: Callback | None = None
-    generation: int = Field(default=0, ge=0)
-    dispatch: str | None = Field(default=None, max_length=64)
-    caller: str | None = Field(default=None, max_length=200)
-
-    @field_validator("assistant")
-    @classmethod
-    def _assistant_name(cls, value: str) -> str:
-        if not ASSISTANT_NAME.match(value):
-            raise ValueError("assistant name must be 1-63 lowercase letters, digits or '-'")
-        return value
-
-    def body(self) -> str:
-        """The JSON body sent to SQS (compact, unset fields left out)."""
-        return self.model_dump_json(exclude_none=True)
+def _record(raw: dict[str, Any]) -> RequestRecord:
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    check_text(raw)
+    request_id = raw.get("request_id")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 200:
+        raise ValidationError("request_id must be a string of 1 to 200 characters")
+    options = raw.get("options", {})
+    if not isinstance(options, dict) or set(options) - set(OPTIONS):
+        raise ValidationError(f"options must be an object of {', '.join(OPTIONS)}")
+    messages = raw.get("messages")
+    if messages is None:
+        raise ValidationError("messages: required")
+    chat = ChatRequest(
+        check_assistant(raw.get("assistant")), parse_messages(messages=messages), ChatOptions.parse(options)
+    )
+    return RequestRecord(
+        request_id,
+        chat,
+        batch_id=_optional_str(raw, "batch_id"),
+        custom_id=_optional_str(raw, "custom_id"),
+        seq=_optional_int(raw, "seq", 1),
+        callback_url=_callback_url(raw.get("callback")),
+        caller=_optional_str(raw, "caller", 200),
+        generation=_optional_int(raw, "generation", 0) or 0,
+        dispatch=_optional_str(raw, "dispatch", 64),
+    )
 
 
-def describe(error: pydantic.ValidationError) -> str:
-    """A pydantic error as one readable line: ``field: reason; field: reason``."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def decode(body: str) -> RequestMessage:
-    """Parse and validate a message body; unknown versions and bad fields raise citeq's ValidationError."""
+def decode(body: str) -> RequestRecord:
+    """Read and check a message body (the same checks as every entrance, ``citeq.models``) -> the request as a
+    queued record carrying the message's generation and dispatch token. An unknown version, bad JSON or a bad
+    field raises citeq's ValidationError with the reason."""
     try:
         raw = loads(body, what="message body")
-    except CiteqValidationError as exc:
-        raise CiteqValidationError(f"message body is not JSON: {exc.reason}") from None
+    except ValidationError as exc:
+        raise ValidationError(f"message body is not JSON: {exc.reason}") from None
     if not isinstance(raw, dict):
-        raise CiteqValidationError("message body must be a JSON object")
+        raise ValidationError("message body must be a JSON object")
     version = raw.get("v")
     if version != VERSION:
-        raise CiteqValidationError(f"unsupported message version {version!r}; this worker understands v={VERSION}")
+        raise ValidationError(f"unsupported message version {version!r}; this worker understands v={VERSION}")
     try:
-        check_text(raw)
-        return RequestMessage.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        raise CiteqValidationError(f"invalid message: {describe(exc)}") from None
-    except CiteqValidationError as exc:
-        raise CiteqValidationError(f"invalid message: {exc.reason}") from None
+        return _record(raw)
+    except ValidationError as exc:
+        raise ValidationError(f"invalid message: {exc.reason}") from None

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from citeq.budget import SAFETY, BudgetState
-from citeq.store import STATUSES, BatchInfo, Unfinished
+from citeq.models import STATUSES, BatchInfo, Unfinished
 
 # The figure in a reason ("waiting for token budget (19,400 input tokens/min)") changes with the budget;
 # reasons are grouped without it.

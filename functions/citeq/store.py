@@ -35,7 +35,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,9 +43,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from citeq import aws
 from citeq.errors import ItemTooLarge, StoreError
+from citeq.models import (
+    STATUSES,
+    BatchInfo,
+    ChatOptions,
+    ChatRequest,
+    Message,
+    Request,
+    RequestRecord,
+    Unfinished,
+)
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # DynamoDB items are at most 400 KB; keep headroom for keys, names and the error.
 ITEM_BUDGET = 390_000
 # Answers larger than this (as JSON) are stored gzip-compressed.
@@ -102,153 +110,48 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-@dataclass(frozen=True)
-class NewRequest:
-    """A request to be stored as queued."""
-
-    request_id: str
-    assistant: str
-    messages: list[dict[str, str]]
-    options: dict[str, Any] = field(default_factory=dict)
-    batch_id: str | None = None
-    custom_id: str | None = None
-    seq: int | None = None
-    metadata: dict[str, Any] | None = None
-    callback: dict[str, Any] | None = None
-    # Who created it ("key:<16 hex>" for a stream API key, "webhook:<sender>"): scopes reads, picks the
-    # callback signing secret (issue 11).
-    caller: str | None = None
-
-
-@dataclass(frozen=True)
-class RequestItem:
-    """A stored request and, once answered, its result."""
-
-    request_id: str
-    status: str
-    assistant: str
-    messages: list[dict[str, str]]
-    options: dict[str, Any]
-    batch_id: str | None = None
-    custom_id: str | None = None
-    seq: int | None = None
-    metadata: dict[str, Any] | None = None
-    callback: dict[str, Any] | None = None
-    attempts: int = 0
-    lease: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    latency_ms: int | None = None
-    answer: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-    generation: int = 0
-    lease_until: float | None = None
-    dispatch: str | None = None
-    not_before: float | None = None
-    wait_reason: str | None = None
-    failures: int = 0
-    deferrals: int = 0
-    callback_done: int | None = None
-    caller: str | None = None
-
-    @classmethod
-    def from_item(cls, item: dict[str, Attr]) -> RequestItem:
-        """From a DynamoDB item."""
-        answer = None
-        if "answer_gz" in item:
-            answer = json.loads(gzip.decompress(item["answer_gz"]["B"]))
-        elif "answer" in item:
-            answer = _get_j(item, "answer")
-        return cls(
-            request_id=_get_s(item, "request_id") or "",
-            status=_get_s(item, "status") or "queued",
-            assistant=_get_s(item, "assistant") or "",
-            messages=_get_j(item, "messages") or [],
-            options=_get_j(item, "options") or {},
-            batch_id=_get_s(item, "batch_id"),
-            custom_id=_get_s(item, "custom_id"),
-            seq=_get_n(item, "seq"),
-            metadata=_get_j(item, "metadata"),
-            callback=_get_j(item, "callback"),
-            attempts=_get_n(item, "attempts") or 0,
-            lease=_get_s(item, "lease"),
-            created_at=_get_s(item, "created_at"),
-            updated_at=_get_s(item, "updated_at"),
-            started_at=_get_s(item, "started_at"),
-            finished_at=_get_s(item, "finished_at"),
-            latency_ms=_get_n(item, "latency_ms"),
-            answer=answer,
-            error=_get_j(item, "error"),
-            deliveries=[json.loads(d["S"]) for d in item.get("deliveries", {}).get("L", [])],
-            generation=_get_n(item, "generation") or 0,
-            lease_until=_get_f(item, "lease_until"),
-            dispatch=_get_s(item, "dispatch"),
-            not_before=_get_f(item, "not_before"),
-            wait_reason=_get_s(item, "wait_reason"),
-            failures=_get_n(item, "failures") or 0,
-            deferrals=_get_n(item, "deferrals") or 0,
-            callback_done=_get_n(item, "callback_done"),
-            caller=_get_s(item, "caller"),
-        )
-
-    def lease_live(self, now: float) -> bool:
-        """Whether a running request's attempt may still be at work (its lease has not ended)."""
-        return self.status == "running" and self.lease_until is not None and self.lease_until > now
-
-    @property
-    def question(self) -> str:
-        """The last user message."""
-        users = [m["content"] for m in self.messages if m.get("role", "user") == "user"]
-        return users[-1] if users else ""
-
-    def result(self) -> dict[str, Any]:
-        """The export / API shape of one result."""
-        return {
-            "custom_id": self.custom_id,
-            "request_id": self.request_id,
-            "status": self.status,
-            "attempts": self.attempts,
-            "latency_ms": self.latency_ms,
-            "error": self.error,
-            "answer": self.answer,
-        }
-
-
-@dataclass(frozen=True)
-class Unfinished:
-    """What ``citeq batch status`` reads of a request not yet ended: whose budget it waits on, and until when."""
-
-    status: str
-    assistant: str
-    not_before: float | None = None
-    wait_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """A batch's record."""
-
-    batch_id: str
-    total: int
-    counts: dict[str, int]
-    state: str
-    created_at: str
-    created_ts: float
-    source: str | None = None
-    idempotency_key: str | None = None
-
-    @property
-    def finished(self) -> int:
-        """Requests in a terminal status."""
-        return sum(self.counts[s] for s in TERMINAL)
-
-    @property
-    def done(self) -> bool:
-        """Whether every request has ended."""
-        return self.finished >= self.total
+def record_from_item(item: dict[str, Attr]) -> RequestRecord:
+    """A stored request (its DynamoDB item, or a stream image of it) -> a RequestRecord."""
+    answer = None
+    if "answer_gz" in item:
+        answer = json.loads(gzip.decompress(item["answer_gz"]["B"]))
+    elif "answer" in item:
+        answer = _get_j(item, "answer")
+    callback = _get_j(item, "callback")
+    chat = ChatRequest(
+        _get_s(item, "assistant") or "",
+        tuple(Message(m.get("role", "user"), m.get("content", "")) for m in _get_j(item, "messages") or ()),
+        ChatOptions.stored(_get_j(item, "options")),
+    )
+    return RequestRecord(
+        request_id=_get_s(item, "request_id") or "",
+        chat=chat,
+        batch_id=_get_s(item, "batch_id"),
+        custom_id=_get_s(item, "custom_id"),
+        seq=_get_n(item, "seq"),
+        metadata=_get_j(item, "metadata"),
+        callback_url=callback.get("url") if isinstance(callback, dict) else None,
+        caller=_get_s(item, "caller"),
+        status=_get_s(item, "status") or "queued",
+        attempts=_get_n(item, "attempts") or 0,
+        lease=_get_s(item, "lease"),
+        created_at=_get_s(item, "created_at"),
+        updated_at=_get_s(item, "updated_at"),
+        started_at=_get_s(item, "started_at"),
+        finished_at=_get_s(item, "finished_at"),
+        latency_ms=_get_n(item, "latency_ms"),
+        answer=answer,
+        error=_get_j(item, "error"),
+        deliveries=[json.loads(d["S"]) for d in item.get("deliveries", {}).get("L", [])],
+        generation=_get_n(item, "generation") or 0,
+        lease_until=_get_f(item, "lease_until"),
+        dispatch=_get_s(item, "dispatch"),
+        not_before=_get_f(item, "not_before"),
+        wait_reason=_get_s(item, "wait_reason"),
+        failures=_get_n(item, "failures") or 0,
+        deferrals=_get_n(item, "deferrals") or 0,
+        callback_done=_get_n(item, "callback_done"),
+    )
 
 
 def _answer_attrs(answer: dict[str, Any], budget: int) -> dict[str, Attr]:
@@ -370,15 +273,15 @@ class Store:
         )
 
     # ------------------------------------------------------------------ requests
-    def _request_item(self, request: NewRequest, ts: float, dispatch: str | None = None) -> dict[str, Attr]:
+    def _request_item(self, request: Request, ts: float, dispatch: str | None = None) -> dict[str, Attr]:
         item: dict[str, Attr] = {
             "pk": _s(f"REQ#{request.request_id}"),
             "sk": _s("REQ"),
             "request_id": _s(request.request_id),
             "status": _s("queued"),
-            "assistant": _s(request.assistant),
-            "messages": _j(request.messages),
-            "options": _j(request.options),
+            "assistant": _s(request.chat.assistant),
+            "messages": _j([m.to_dict() for m in request.chat.messages]),
+            "options": _j(request.chat.options.to_dict()),
             "attempts": _n(0),
             # The message this new request is owed: the stream dispatcher sends it (the write is the enqueue).
             "dispatch": _s(dispatch or new_token()),
@@ -395,18 +298,18 @@ class Store:
             item["custom_id"] = _s(request.custom_id)
         if request.metadata:
             item["metadata"] = _j(request.metadata)
-        if request.callback:
-            item["callback"] = _j(request.callback)
+        if request.callback_url:
+            item["callback"] = _j({"url": request.callback_url})
         if request.caller:
             item["caller"] = _s(request.caller)
         return item
 
-    def put_request(self, request: NewRequest, *, dispatch: str | None = None) -> bool:
+    def put_request(self, request: Request, *, dispatch: str | None = None) -> bool:
         """Store one queued request (which also enqueues it, through the stream, as message ``dispatch`` when
         given); False if that request id exists already (nothing changed)."""
         return self._put_new(self._request_item(request, self.clock(), dispatch))
 
-    def put_failed(self, request: NewRequest, error: dict[str, Any]) -> bool:
+    def put_failed(self, request: Request, error: dict[str, Any]) -> bool:
         """Store a request that ended before it began (a malformed message kept with its reason): it owes
         nothing. False if that request id exists already."""
         ts = self.clock()
@@ -418,7 +321,7 @@ class Store:
     def _put_new(self, item: dict[str, Attr]) -> bool:
         return self._conditional("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
 
-    def put_requests(self, requests: Sequence[NewRequest], *, workers: int = 8) -> int:
+    def put_requests(self, requests: Sequence[Request], *, workers: int = 8) -> int:
         """Store queued requests that do not exist yet (BatchWriteItem, 25 a call, in parallel); returns how many
         were written. Existing ones are left as they are, so a resumed submission never enqueues twice."""
         existing = self.existing(r.request_id for r in requests)
@@ -457,17 +360,17 @@ class Store:
                 keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
         return found
 
-    def get(self, request_id: str) -> RequestItem | None:
+    def get(self, request_id: str) -> RequestRecord | None:
         """One request (strongly consistent)."""
         found = self._call(
             "get_item", TableName=self.table, Key={"pk": _s(f"REQ#{request_id}"), "sk": _s("REQ")}, ConsistentRead=True
         )
         item = found.get("Item")
-        return RequestItem.from_item(item) if item else None
+        return record_from_item(item) if item else None
 
     def _transition(
         self,
-        item: RequestItem,
+        item: RequestRecord,
         to: str,
         sets: dict[str, Attr],
         *,
@@ -564,7 +467,7 @@ class Store:
             except BotoCoreError as exc:
                 raise StoreError(f"DynamoDB status change to {to} failed: {type(exc).__name__}") from exc
 
-    def _running(self, item: RequestItem, lease: str, lease_until: float, ts: float, **changes: Any) -> RequestItem:
+    def _running(self, item: RequestRecord, lease: str, lease_until: float, ts: float, **changes: Any) -> RequestRecord:
         return replace(
             item,
             status="running",
@@ -575,7 +478,7 @@ class Store:
             **changes,
         )
 
-    def claim(self, item: RequestItem, lease_until: float) -> RequestItem | None:
+    def claim(self, item: RequestRecord, lease_until: float) -> RequestRecord | None:
         """Claim a queued request for one attempt that may run until ``lease_until`` (epoch seconds); None when
         it is not queued, owes another message than ``item.dispatch``, or must wait longer (nothing written).
 
@@ -597,7 +500,7 @@ class Store:
             return None
         return self._running(queued, lease, lease_until, ts, not_before=None, wait_reason=None)
 
-    def take_over(self, item: RequestItem, lease_until: float) -> RequestItem | None:
+    def take_over(self, item: RequestRecord, lease_until: float) -> RequestRecord | None:
         """Claim a running request whose lease has ended (the attempt holding it died): counts one failure.
         None when it moved on or its lease is still live."""
         if item.status != "running" or item.lease is None:
@@ -610,11 +513,10 @@ class Store:
             return None
         return self._running(item, lease, lease_until, ts, failures=item.failures + 1)
 
-    def _answer_budget(self, item: RequestItem) -> int:
-        used = len(json.dumps(item.messages)) + len(json.dumps(item.options)) + len(json.dumps(item.metadata or {}))
-        return ITEM_BUDGET - used - 4_000
+    def _answer_budget(self, item: RequestRecord) -> int:
+        return ITEM_BUDGET - item.input_bytes() - 4_000
 
-    def succeed(self, item: RequestItem, answer: dict[str, Any], latency_ms: int) -> bool:
+    def succeed(self, item: RequestRecord, answer: dict[str, Any], latency_ms: int) -> bool:
         """Record the answer; False if this attempt's lease was taken over (its result is dropped)."""
         sets = {
             **_answer_attrs(answer, self._answer_budget(item)),
@@ -625,7 +527,7 @@ class Store:
             item, "succeeded", sets, lease=item.lease, remove=["error", "lease_until", "not_before", "wait_reason"]
         )
 
-    def fail(self, item: RequestItem, error: dict[str, Any], latency_ms: int | None = None) -> bool:
+    def fail(self, item: RequestRecord, error: dict[str, Any], latency_ms: int | None = None) -> bool:
         """Record a final failure with its reason (by the attempt holding the lease, or of a queued request)."""
         sets = {"error": _j(error), "finished_at": _s(now_iso(self.clock()))}
         if latency_ms is not None:
@@ -633,7 +535,7 @@ class Store:
         lease = item.lease if item.status == "running" else None
         return self._transition(item, "failed", sets, lease=lease, remove=["lease_until", "not_before", "wait_reason"])
 
-    def abandon(self, item: RequestItem, error: dict[str, Any]) -> bool:
+    def abandon(self, item: RequestRecord, error: dict[str, Any]) -> bool:
         """Fail a request whose message was dead-lettered: queued, or running with its lease ended. False when
         it ended or an attempt still holds a live lease."""
         sets = {"error": _j(error), "finished_at": _s(now_iso(self.clock()))}
@@ -641,7 +543,7 @@ class Store:
             return self._transition(item, "failed", sets, lease=item.lease, expired_by=self.clock())
         return item.status == "queued" and self._transition(item, "failed", sets, remove=["not_before", "wait_reason"])
 
-    def requeue(self, item: RequestItem, error: dict[str, Any], *, failure: bool = True) -> bool:
+    def requeue(self, item: RequestRecord, error: dict[str, Any], *, failure: bool = True) -> bool:
         """Hand a running request back after a retryable error: the same message comes back (through its
         visibility) and may claim it again. The error is kept; ``failure`` counts it as a real failure."""
         return self._transition(
@@ -649,7 +551,7 @@ class Store:
             add={"failures": 1} if failure else None,
         )
 
-    def defer(self, item: RequestItem, not_before: float, reason: str) -> RequestItem | None:
+    def defer(self, item: RequestRecord, not_before: float, reason: str) -> RequestRecord | None:
         """Put a request back to wait until ``not_before`` (epoch seconds) for ``reason`` without counting an
         attempt: a new dispatch token, so the stream sends a fresh message (its receive count starts again)
         delayed until then. From queued (the message's token must be current) or from running (by the lease
@@ -666,13 +568,13 @@ class Store:
             return None
         return replace(item, status="queued", dispatch=token, not_before=not_before, wait_reason=reason, lease=None)
 
-    def cancel(self, item: RequestItem) -> bool:
+    def cancel(self, item: RequestRecord) -> bool:
         """Cancel a queued request."""
         return item.status == "queued" and self._transition(
             item, "cancelled", {"finished_at": _s(now_iso(self.clock()))}
         )
 
-    def reset(self, item: RequestItem) -> RequestItem | None:
+    def reset(self, item: RequestRecord) -> RequestRecord | None:
         """Put a failed (or cancelled) request back to queued for another try, in a new retry generation with a
         new dispatch token (the stream sends its message). None if it was not failed or cancelled."""
         if item.status not in ("failed", "cancelled"):
@@ -706,7 +608,7 @@ class Store:
 
     def page(
         self, batch_id: str, limit: int = 100, start: dict[str, Attr] | None = None
-    ) -> tuple[list[RequestItem], dict[str, Attr] | None]:
+    ) -> tuple[list[RequestRecord], dict[str, Attr] | None]:
         """One page of a batch's requests in input order, and the key to continue from."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -718,7 +620,7 @@ class Store:
         if start:
             kwargs["ExclusiveStartKey"] = start
         result = self._call("query", **kwargs)
-        return [RequestItem.from_item(i) for i in result.get("Items", [])], result.get("LastEvaluatedKey")
+        return [record_from_item(i) for i in result.get("Items", [])], result.get("LastEvaluatedKey")
 
     def unfinished(self, batch_id: str, expected: int, page_size: int | None = None) -> list[Unfinished]:
         """A batch's queued and running requests (status, assistant, ``not_before``, ``wait_reason`` only).
@@ -762,7 +664,7 @@ class Store:
                 return found
             kwargs["ExclusiveStartKey"] = start
 
-    def iter_batch(self, batch_id: str, page_size: int = 200) -> Iterator[RequestItem]:
+    def iter_batch(self, batch_id: str, page_size: int = 200) -> Iterator[RequestRecord]:
         """Every request of a batch, in input order."""
         start: dict[str, Attr] | None = None
         while True:

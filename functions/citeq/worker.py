@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from citeq.client import AssistantClient
 from citeq.errors import (
@@ -36,12 +36,11 @@ from citeq.errors import (
     RateLimitError,
     ValidationError,
 )
+from citeq.messages import decode
+from citeq.models import ChatOptions, ChatRequest, Request, RequestRecord
 from citeq.pacing import Pacer, Unpaced
 from citeq.queue import Queue
-from citeq.store import NewRequest, RequestItem, Store
-
-if TYPE_CHECKING:
-    from citeq.messages import RequestMessage
+from citeq.store import Store
 
 log = logging.getLogger(__name__)
 # Seconds kept back from the Lambda deadline for writing the result.
@@ -134,11 +133,9 @@ class Worker:
         self.rng = rng or random.Random()
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, delivery: ReceivedMessage) -> RequestMessage | None:
-        """The message, or None after recording why it is malformed (such a message is never retried)."""
-        # pydantic (~65 ms to import) loads with the first record rather than with the worker module.
-        from citeq.messages import decode
-
+    def decode(self, delivery: ReceivedMessage) -> RequestRecord | None:
+        """The message's request as a queued record (with its generation and dispatch token), or None after
+        recording why it is malformed (such a message is never retried)."""
         try:
             return decode(delivery.body)
         except ValidationError as exc:
@@ -159,18 +156,18 @@ class Worker:
                 self.store.abandon(item, error)
             return
         # No stored request to attach the reason to: keep the message itself as a failed record.
-        placeholder = NewRequest(
-            request_id=f"malformed-{delivery.message_id}",
-            assistant="",
-            messages=[],
-            options={"raw_body": delivery.body[:10_000]},
+        placeholder = Request(
+            f"malformed-{delivery.message_id}",
+            ChatRequest("", (), ChatOptions()),
+            metadata={"raw_body": delivery.body[:10_000]},
         )
         self.store.put_failed(placeholder, error)
 
     # ------------------------------------------------------------------ one delivery
-    def process(self, message: RequestMessage, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
-        """Answer, fail, defer or skip one request; returns a small summary. Raises HandBack."""
-        running = self.store.claim(self._as_queued(message), invocation.lease_until)
+    def process(self, message: RequestRecord, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
+        """Answer, fail, defer or skip one request (``message`` as ``decode`` reads it); returns a small summary.
+        Raises HandBack."""
+        running = self.store.claim(message, invocation.lease_until)
         if running is None:
             running = self._claim_slow(message, invocation)
             if running is None:
@@ -187,7 +184,7 @@ class Worker:
             error = {"type": type(exc).__name__, "message": f"unexpected error: {type(exc).__name__}"}
             return self._retry_or_fail(running, error, None, delivery, None)
 
-    def _claim_slow(self, message: RequestMessage, invocation: Invocation) -> RequestItem | None:
+    def _claim_slow(self, message: RequestRecord, invocation: Invocation) -> RequestRecord | None:
         """The request was not simply queued under this message: read it and decide. Returns the running
         request when this delivery may go on; None when there is nothing to do; raises HandBack when another
         delivery holds a live lease."""
@@ -195,8 +192,7 @@ class Worker:
         if item is None:
             # Enqueued without its record (a message sent by hand or by an older submitter): store it under
             # this message's token (the stream then owes a copy of this message, which will find it claimed).
-            queued = self._as_queued(message)
-            self.store.put_request(self._as_new(queued), dispatch=queued.dispatch)
+            self.store.put_request(message, dispatch=message.dispatch)
             item = self.store.get(message.request_id)
             if item is None:
                 return None
@@ -225,7 +221,7 @@ class Worker:
             return None
         return running
 
-    def _attempt(self, running: RequestItem, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
+    def _attempt(self, running: RequestRecord, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
         slot = self.pacer.acquire(running.assistant, running.request_id)
         if slot.wait_until is not None:
             wait = slot.wait_until - self.wall()
@@ -234,14 +230,7 @@ class Worker:
             self.sleep(max(0.0, wait))  # its slot is a moment away: cheaper than a round trip through SQS
         started = self.clock()
         try:
-            answer = self.client.chat(
-                messages=running.messages,
-                assistant=running.assistant,
-                model=running.options.get("model"),
-                temperature=running.options.get("temperature"),
-                filter=running.options.get("filter"),
-                deadline=invocation.deadline,
-            )
+            answer = self.client.chat(running.chat, deadline=invocation.deadline)
         except RateLimitError as exc:
             until, reason = self.pacer.throttled(running.assistant, running.request_id, exc.retry_after)
             self.recorder.metric("RateLimited", "Count", 1)
@@ -275,7 +264,7 @@ class Worker:
             self.recorder.metric("CompletionTokens", "Count", answer.usage["completion_tokens"])
         return {"request_id": running.request_id, "status": "succeeded"}
 
-    def _defer(self, running: RequestItem, until: float, reason: str) -> dict[str, Any]:
+    def _defer(self, running: RequestRecord, until: float, reason: str) -> dict[str, Any]:
         deferred = self.store.defer(running, until, reason)
         if deferred is None:  # our lease was taken over: the request is someone else's now
             self.pacer.release(running.assistant, running.request_id)
@@ -285,7 +274,7 @@ class Worker:
         return {"request_id": running.request_id, "status": "deferred", "until": until}
 
     def _failed_call(
-        self, item: RequestItem, exc: CiteqError, delivery: ReceivedMessage, latency: int
+        self, item: RequestRecord, exc: CiteqError, delivery: ReceivedMessage, latency: int
     ) -> dict[str, Any]:
         error = exc.to_dict()
         if not exc.retryable:
@@ -296,7 +285,7 @@ class Worker:
 
     def _retry_or_fail(
         self,
-        item: RequestItem,
+        item: RequestRecord,
         error: dict[str, Any],
         exc: CiteqError | None,
         delivery: ReceivedMessage,
@@ -318,43 +307,13 @@ class Worker:
         log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
         raise HandBack(str(error["message"]), delay)
 
-    def _fail(self, item: RequestItem, error: dict[str, Any], latency: int | None) -> None:
+    def _fail(self, item: RequestRecord, error: dict[str, Any], latency: int | None) -> None:
         if self.store.fail(item, error, latency):
             self.recorder.metric("Failed", "Count", 1)
 
     def hand_back(self, delivery: ReceivedMessage, hand_back: HandBack) -> None:
         """Make the message visible again after the delay."""
         self.queue.delay(delivery.receipt_handle, hand_back.delay)
-
-    # ------------------------------------------------------------------ conversions
-    @staticmethod
-    def _as_queued(message: RequestMessage) -> RequestItem:
-        return RequestItem(
-            request_id=message.request_id,
-            status="queued",
-            assistant=message.assistant,
-            messages=[m.model_dump() for m in message.messages],
-            options=message.options.model_dump(exclude_none=True),
-            batch_id=message.batch_id,
-            custom_id=message.custom_id,
-            seq=message.seq,
-            callback=message.callback.model_dump() if message.callback else None,
-            generation=message.generation,
-            dispatch=message.dispatch,
-        )
-
-    @staticmethod
-    def _as_new(item: RequestItem) -> NewRequest:
-        return NewRequest(
-            request_id=item.request_id,
-            assistant=item.assistant,
-            messages=item.messages,
-            options=item.options,
-            batch_id=item.batch_id,
-            custom_id=item.custom_id,
-            seq=item.seq,
-            callback=item.callback,
-        )
 
 
 def invocation_from(

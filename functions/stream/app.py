@@ -46,9 +46,10 @@ from citeq.callbacks import caller_secret
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import APIStatusError, CiteqError, ConfigurationError, ValidationError
-from citeq.messages import ASSISTANT_NAME, check_text, loads
+from citeq.models import ASSISTANT_NAME, TERMINAL, ChatRequest, RequestRecord
 from citeq.sse import comment, encode
-from citeq.store import TERMINAL, RequestItem, Store
+from citeq.store import Store
+from citeq.text import check_text, loads
 
 settings = Settings.from_env()
 log = logging.getLogger("citeq.stream")
@@ -202,18 +203,13 @@ async def chat_completions(request: Request) -> Response:
         return _error(400, exc.reason)
     if not isinstance(body, dict):
         return _error(400, "request body must be a JSON object")
-    kwargs = {
-        "messages": body.get("messages"),
-        "assistant": name,
-        "model": body.get("model"),
-        "temperature": body.get("temperature"),
-        "filter": body.get("filter"),
-    }
     try:
+        # Fields other than the chat request's and "stream" are ignored, as OpenAI-compatible servers do.
+        asked = ChatRequest.parse({**body, "question": None, "assistant": name})
         if not body.get("stream"):
-            answer = await run_in_threadpool(lambda: client().chat(**kwargs))
+            answer = await run_in_threadpool(lambda: client().chat(asked))
             return JSONResponse(_completion_body(answer))
-        stream = await run_in_threadpool(lambda: client().stream(**kwargs, reopen=False))
+        stream = await run_in_threadpool(lambda: client().stream(asked, reopen=False))
     except ValidationError as exc:
         return _error(400, str(exc))
     except APIStatusError as exc:
@@ -282,22 +278,13 @@ async def create_request(request: Request) -> Response:
         )
         if not caller.may_use(item.assistant):
             return _error(403, f"this API key may not use assistant {item.assistant!r}", "PERMISSION_DENIED")
-        accepted = await run_in_threadpool(
-            lambda: intake.enqueue(
-                payload,
-                store=store(),
-                default_assistant=settings.assistant,
-                caller=caller.id,
-                callback_allow_hosts=settings.callback_allow_hosts,
-                callback_resolve=socket.getaddrinfo,
-            )
-        )
+        accepted = await run_in_threadpool(lambda: intake.store_request(item, store=store(), caller=caller.id))
     except ValidationError as exc:
         return _error(400, str(exc))
     return JSONResponse({"request_id": accepted.request_id, "status": "queued"}, status_code=202)
 
 
-async def _own(caller: Caller, request_id: str) -> RequestItem | None:
+async def _own(caller: Caller, request_id: str) -> RequestRecord | None:
     """The request if this key created it; None otherwise (another key's request is not acknowledged)."""
     if len(request_id) > 200:
         return None

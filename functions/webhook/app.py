@@ -22,8 +22,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from citeq import intake
 from citeq.config import Settings
 from citeq.errors import ConfigurationError, ValidationError, WebhookError
-from citeq.messages import loads
 from citeq.store import Store
+from citeq.text import loads
 from citeq.webhooks import verify_sender
 
 logger = Logger(service="citeq-webhook")

@@ -20,6 +20,17 @@ from typing import Any
 from urllib.parse import quote
 
 from infra.emulator import answers, filters
+from infra.emulator.context_options import (
+    CHARS_PER_TOKEN,
+    DEFAULT_OPTIONS,
+    DEFAULT_SNIPPET_SIZE,
+    DEFAULT_TOP_K,
+    MAX_SNIPPET_SIZE,
+    MAX_TOP_K,
+    MIN_SNIPPET_SIZE,
+    ContextOptions,
+    integer_in,
+)
 from infra.emulator.exceptions import AlreadyExists, InvalidArgument, NotFound, PayloadTooLarge
 from infra.emulator.extract import PAGED_KINDS, Page, extract_pages, kind_of
 from infra.emulator.plan import PlanConfig, PlanMeter
@@ -45,7 +56,6 @@ MIME = {
 # every 5 s); one fixed delay per file is assumed here. Embedded emulators (tests) default to 0.
 REALISTIC_PROCESSING_SECONDS = 5.0
 ROLES = frozenset({"user", "assistant"})
-TOP_CHUNKS = 8
 
 
 def iso(ts: float) -> str:
@@ -522,8 +532,16 @@ class Backend:
         temperature: Any = None,
         *,
         new_api: bool = False,
+        context_options: ContextOptions = DEFAULT_OPTIONS,
     ) -> answers.Answer:
-        """Retrieve, pick the most relevant sentences, cite each to its file and page."""
+        """Retrieve ``context_options.top_k`` snippets, pick the most relevant sentences from them, cite each to
+        its file and page; ``context_snippet_count`` is the number retrieved.
+
+        ``snippet_size`` bounds each snippet at 4 characters a token. The emulator's chunks (about 120 words,
+        ``retrieval.CHUNK_WORDS``; at most 1,195 characters in the sample documents) are normally shorter than
+        the smallest size (512 tokens, 2,048 characters), so the bound caps the measured context but is not
+        applied to the sentences an answer quotes. Prompt tokens: see ``_prompt_tokens``.
+        """
         if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, int | float)):
             raise InvalidArgument("temperature must be a number")
         with self._lock:
@@ -533,7 +551,7 @@ class Backend:
             now = self.clock()
             allowed = self._searchable(record, filter_, now)
             terms = tokenize(query)
-            hits = record.index.search(terms, TOP_CHUNKS, allowed)
+            hits = record.index.search(terms, context_options.top_k, allowed)
             picks = pick_sentences(record.index, terms, hits)
             content = ""
             citations: list[answers.Citation] = []
@@ -550,19 +568,30 @@ class Backend:
                 citations.append(answers.Citation(position, self._references(record, pick, hits, file_obj)))
             if not content:
                 content = answers.NO_ANSWER
-            snippets = " ".join(record.index.chunks[h.chunk_id].text for h in hits)
-            # The prompt carries the instructions, the messages and the injected context, as the service counts.
+            snippets = " ".join(record.index.chunks[h.chunk_id].text[: context_options.snippet_chars] for h in hits)
             asked = " ".join(str(m.get("content", "")) for m in messages)
-            prompt = (
-                answers.approx_tokens((record.instructions or "") + asked)
-                + answers.PROMPT_OVERHEAD_TOKENS
-                + self.plan.context_tokens(query, answers.approx_tokens(snippets) if snippets else 0)
-            )
+            prompt = self._prompt_tokens(record.instructions or "", asked, query, snippets, context_options)
             completion = answers.approx_tokens(content)
             self.plan.charge(name, prompt, completion)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
             answer_id = "0" * 16 + self._id_source()
             return answers.Answer(answer_id, dated, content, citations, usage, "stop", len(hits))
+
+    def _prompt_tokens(
+        self, instructions: str, asked: str, query: str, snippets: str, context_options: ContextOptions
+    ) -> int:
+        """Prompt tokens as the service counts them: the instructions, the messages and the injected context.
+
+        The context is the plan's: a size drawn per question for a default context (16 snippets of up to 2,048
+        tokens), scaled by ``context_options.context_share`` so that fewer or shorter snippets cost
+        proportionally fewer tokens; or, with ``context_tokens="measured"``, the retrieved text itself (already
+        cut to ``top_k`` snippets of ``snippet_size``).
+        """
+        measured = answers.approx_tokens(snippets) if snippets else 0
+        context = self.plan.context_tokens(query, measured)
+        if self.plan.config.context_tokens is not None:  # a drawn default-context size, not the measured text
+            context = round(context * context_options.context_share)
+        return answers.approx_tokens(instructions + asked) + answers.PROMPT_OVERHEAD_TOKENS + context
 
     @staticmethod
     def _references(
@@ -613,12 +642,14 @@ class Backend:
         has_query = isinstance(query, str) and query.strip() != ""
         if has_query == bool(messages):
             raise InvalidArgument("Exactly one of query or messages must be provided")
-        top_k = 16 if top_k is None else top_k
-        snippet_size = 2048 if snippet_size is None else snippet_size
-        if not isinstance(top_k, int) or not 1 <= top_k <= 64:
-            raise InvalidArgument("top_k must be between 1 and 64")
-        if not isinstance(snippet_size, int) or not 512 <= snippet_size <= 8192:
-            raise InvalidArgument("snippet_size must be between 512 and 8192")
+        # The same bounds as the standard chat's context_options (context_options.py).
+        top_k = integer_in(DEFAULT_TOP_K if top_k is None else top_k, "top_k", 1, MAX_TOP_K)
+        snippet_size = integer_in(
+            DEFAULT_SNIPPET_SIZE if snippet_size is None else snippet_size,
+            "snippet_size",
+            MIN_SNIPPET_SIZE,
+            MAX_SNIPPET_SIZE,
+        )
         with self._lock:
             record = self._assistant(name)
             text = query if has_query else self._validate_messages(messages)
@@ -637,7 +668,7 @@ class Backend:
                 snippets.append(
                     {
                         "type": "text",
-                        "content": chunk.text[: snippet_size * 4],
+                        "content": chunk.text[: snippet_size * CHARS_PER_TOKEN],
                         "score": round(hit.score / (hit.score + 5.0), 4),
                         "reference": reference,
                     }

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from infra.emulator import answers, versions
+from infra.emulator.context_options import DEFAULT_OPTIONS, ContextOptions
 from infra.emulator.exceptions import InvalidArgument, NotFound
 from infra.emulator.models import Backend
 
@@ -259,6 +260,14 @@ def list_operations(backend: Backend, request: Request) -> Response:
 
 
 # --------------------------------------------------------------------------- chat
+# The shared reference (pinecone-assistant-api.md §2) lists context_options as NOT part of /chat/completions
+# (spec; SDK docstrings) and marks the service's answer when it is sent anyway as unknown [?]. Refusing it is
+# stricter than either possibility, so a client that relies on it fails here first.
+COMPLETIONS_CONTEXT_OPTIONS = (
+    "context_options is not supported on /chat/completions; use the standard chat (/assistant/chat/{name})"
+)
+
+
 def _answer(backend: Backend, request: Request, route: str) -> tuple[answers.Answer, dict[str, Any]]:
     body = request.json()
     stream = body.get("stream", False)
@@ -267,6 +276,12 @@ def _answer(backend: Backend, request: Request, route: str) -> tuple[answers.Ans
     model = body.get("model")
     if model is not None:
         versions.check_model(str(model), request.api_version, route)
+    if route == "chat":
+        options = ContextOptions.parse(body.get("context_options"))
+    elif "context_options" in body:
+        raise InvalidArgument(COMPLETIONS_CONTEXT_OPTIONS)
+    else:
+        options = DEFAULT_OPTIONS
     answer = backend.answer(
         request.params["name"],
         body.get("messages"),
@@ -274,6 +289,7 @@ def _answer(backend: Backend, request: Request, route: str) -> tuple[answers.Ans
         body.get("filter"),
         body.get("temperature"),
         new_api=_new_api(request),
+        context_options=options,
     )
     return answer, body
 

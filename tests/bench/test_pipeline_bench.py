@@ -17,7 +17,8 @@ import boto3
 import pytest
 
 from citeq import batch
-from citeq.store import NewRequest, Store
+from citeq.models import ChatRequest, Request
+from citeq.store import Store
 from infra.local import LocalStack
 from infra.local.context import LambdaContext
 from tests.bench.figures import Figures
@@ -32,7 +33,7 @@ def _records(store: Store, queue_url: str, count: int, prefix: str) -> list[dict
     records = []
     for n in range(count):
         request_id = f"{prefix}-{n}"
-        store.put_request(NewRequest(request_id, ASSISTANT, [{"role": "user", "content": QUESTION}]))
+        store.put_request(Request(request_id, ChatRequest.ask(QUESTION, ASSISTANT)))
         body = json.dumps(
             {
                 "v": 1,
@@ -160,7 +161,8 @@ if True:  # moto runs in another process (AWS_ENDPOINT_URL): this process holds 
     os.environ.update(CITEQ_TABLE=res["ResultsTable"],
                       CITEQ_QUEUE_URL=res["RequestsQueue"])
     import worker.app as app
-    from citeq.store import NewRequest, Store
+    from citeq.models import ChatRequest, Request
+from citeq.store import Store
     store = Store(res["ResultsTable"])
     sqs = boto3.client("sqs")
     records = []
@@ -168,7 +170,7 @@ if True:  # moto runs in another process (AWS_ENDPOINT_URL): this process holds 
         question = "What does a request over the rate limit receive?"
         body = json.dumps({"v": 1, "request_id": f"m{n}", "assistant": "bench",
                            "messages": [{"role": "user", "content": question}]})
-        store.put_request(NewRequest(f"m{n}", "bench", [{"role": "user", "content": "q"}]))
+        store.put_request(Request(f"m{n}", ChatRequest.ask("q", "bench")))
         sqs.send_message(QueueUrl=res["RequestsQueue"], MessageBody=body)
         m = sqs.receive_message(QueueUrl=res["RequestsQueue"])["Messages"][0]
         records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": body,

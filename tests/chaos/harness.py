@@ -125,10 +125,10 @@ class ChattingClient:
         self.client = client
         self.decide = decide
 
-    def chat(self, **kwargs: Any) -> Any:
+    def chat(self, request: Any, **kwargs: Any) -> Any:
         """Ask the assistant; maybe die holding the answer."""
-        answer = self.client.chat(**kwargs)
-        if self.decide(kwargs["messages"]):
+        answer = self.client.chat(request, **kwargs)
+        if self.decide([m.to_dict() for m in request.messages]):
             raise Killed("died after the assistant answered")
         return answer
 

@@ -19,7 +19,8 @@ import boto3
 import pytest
 
 from citeq import batch
-from citeq.store import RequestItem, Store
+from citeq.models import RequestRecord
+from citeq.store import Store
 from infra.local import LocalStack
 from tests.helpers import Admin
 
@@ -72,7 +73,7 @@ def wait_done(store: Store, batch_ids: list[str], timeout: float) -> None:
         time.sleep(0.5)
 
 
-def calls(items: list[RequestItem]) -> list[tuple[float, int]]:
+def calls(items: list[RequestRecord]) -> list[tuple[float, int]]:
     """(start, prompt tokens) of each answered request's call, in time order."""
     started = []
     for item in items:
@@ -135,7 +136,7 @@ def test_a_quota_answer_pauses_the_assistant_and_work_resumes_when_it_is_lifted(
     emu.plan(quota_input_tokens=30_000)  # a few calls, then 403 for the project
     batch_id = submit(store, "q", 12)
 
-    def paused() -> list[RequestItem]:
+    def paused() -> list[RequestRecord]:
         return [i for i in store.iter_batch(batch_id) if i.status == "queued" and "paused" in (i.wait_reason or "")]
 
     deadline = time.monotonic() + 120

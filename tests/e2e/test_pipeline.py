@@ -13,9 +13,10 @@ import boto3
 from citeq import batch, dlq
 from citeq.cli import EXIT_FAILURES, EXIT_OK, Factory, main
 from citeq.config import Settings
-from citeq.dispatch import message_body
+from citeq.messages import encode
+from citeq.models import STATUSES
 from citeq.queue import Queue
-from citeq.store import STATUSES, Store
+from citeq.store import Store
 from infra.local import LocalStack
 from tests.helpers import Admin
 
@@ -84,7 +85,7 @@ def test_200_questions_answered_once_each_and_redelivery_changes_nothing(
     assert all(i.attempts == 1 and i.answer and i.answer["citations"] for i in items)
 
     # The same 20 messages delivered again (as SQS may): no assistant call, counters unchanged.
-    queue.send([(i.request_id, message_body(i)) for i in items[:20]])
+    queue.send([(i.request_id, encode(i)) for i in items[:20]])
     wait_until(drained(queue), what="redeliveries processed")
     assert emu.count("chat_completions") == 200
     assert assert_counts_sum(store, batch_id)["succeeded"] == 200
@@ -113,6 +114,25 @@ def test_rejected_question_fails_with_its_reason_and_the_rest_succeed(
     bad = next(i for i in store.iter_batch(batch_id) if i.custom_id == "bad")
     assert bad.error is not None and bad.error["http_status"] == 400 and "Invalid model" in bad.error["message"]
     assert bad.attempts == 1
+
+
+def test_context_options_on_a_batch_line_are_answered_by_the_standard_chat_with_citations(
+    stack: LocalStack, emu: Admin, store: Store, queue: Queue
+) -> None:
+    text = jsonl(2, "scoped", context_options={"top_k": 4, "snippet_size": 1024}) + "\n" + jsonl(1, "plain")
+    batch_id = submit(store, queue, text)
+    wait_until(finished(store, batch_id), what="batch with context options")
+    items = {i.custom_id: i for i in store.iter_batch(batch_id)}
+    assert all(i.status == "succeeded" and i.attempts == 1 for i in items.values()), items
+    scoped = items["scoped-0"]
+    assert scoped.chat.options.context_options == {"top_k": 4, "snippet_size": 1024}
+    assert scoped.answer is not None and scoped.answer["citations"] and scoped.answer["usage"]["prompt_tokens"] > 0
+    # The two scoped requests went to the standard chat, the plain one to the OpenAI-compatible endpoint.
+    assert (emu.count("chat"), emu.count("chat_completions")) == (2, 1)
+    # The same question with a quarter of the snippets, each half as long, carries far less context.
+    plain = items["plain-0"]
+    assert plain.answer is not None and plain.question == scoped.question
+    assert scoped.answer["usage"]["prompt_tokens"] < plain.answer["usage"]["prompt_tokens"] / 2
 
 
 def test_malformed_message_is_recorded_and_not_retried(

@@ -37,8 +37,9 @@ import requests
 from botocore.exceptions import ClientError
 
 from citeq import batch, dlq
+from citeq.models import STATUSES, RequestRecord
 from citeq.queue import Queue
-from citeq.store import STATUSES, RequestItem, Store
+from citeq.store import Store
 from infra.local import LocalStack
 from tests.helpers import ASSISTANT, Admin
 
@@ -259,14 +260,14 @@ class Rig:
             return False
         return all(d == {"visible": 0, "in_flight": 0, "delayed": 0} for d in self.depths())
 
-    def wait_settled(self, batch_id: str, timeout: float = 90.0) -> list[RequestItem]:
+    def wait_settled(self, batch_id: str, timeout: float = 90.0) -> list[RequestRecord]:
         wait_until(lambda: self.settled(batch_id), timeout, f"batch {batch_id} to settle")
         assert self.stack.wait_dispatched()
         return list(self.store.iter_batch(batch_id))
 
     def check(
         self, batch_id: str, *, status: str, answers: int, reason: str | None = None, posts: int | None = None
-    ) -> list[RequestItem]:
+    ) -> list[RequestRecord]:
         """The row's end state: every request ``status`` (with ``reason``), ``answers`` successful chats, each
         generation's callback delivered (in ``posts`` POSTs when given), counters exact, nothing queued or
         running."""

@@ -21,7 +21,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from citeq.callbacks import SCHEDULE, CallbackDeliverer, caller_secret
-from citeq.store import NewRequest, Store
+from citeq.models import ChatRequest, Request
+from citeq.store import Store
 from infra.local.context import LambdaContext
 from tests.helpers import LoopbackServer
 
@@ -99,7 +100,7 @@ def dripper() -> Iterator[Dripper]:
 
 def _finished(store: Store, request_id: str, url: str, caller: str | None = None) -> None:
     store.put_request(
-        NewRequest(request_id, "a", [{"role": "user", "content": "q"}], callback={"url": url}, caller=caller)
+        Request(request_id, ChatRequest.ask("q", "a"), callback_url=url, caller=caller)
     )
     running = store.claim(store.get(request_id), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)

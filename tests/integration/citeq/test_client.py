@@ -20,7 +20,9 @@ from citeq.errors import (
     ServerError,
     StreamBroken,
     Timeout,
+    ValidationError,
 )
+from citeq.models import Answer, ChatRequest
 from citeq.retry import RetryPolicy
 from infra.emulator import EmulatorServer
 from tests.helpers import ASSISTANT, Admin
@@ -90,6 +92,26 @@ def test_stream_yields_chunks_and_ends_with_the_default_answer(emulator: Emulato
     assert streamed.usage == default.usage
 
 
+def _cited(answer: Answer) -> list[tuple[int, list[tuple[str | None, tuple[int, ...]]]]]:
+    return [(c.position, [(r.file.name if r.file else None, r.pages) for r in c.references]) for c in answer.citations]
+
+
+def test_context_options_go_to_the_standard_chat_and_give_the_same_citations(
+    emulator: EmulatorServer, admin: Admin, clock: Clock
+) -> None:
+    client = make_client(emulator, clock)
+    default = client.chat(QUESTION)
+    scoped = client.chat(ChatRequest.ask(QUESTION, ASSISTANT, context_options={"top_k": 16}))
+    assert (admin.count("chat"), admin.count("chat_completions")) == (1, 1)
+    # The standard chat's structured citations are the answer object the markers give.
+    assert scoped.content == default.content
+    assert _cited(scoped) == _cited(default)
+    smaller = client.chat(ChatRequest.ask(QUESTION, ASSISTANT, context_options={"top_k": 2, "snippet_size": 512}))
+    assert smaller.usage and default.usage and smaller.usage["prompt_tokens"] < default.usage["prompt_tokens"]
+    with pytest.raises(ValidationError, match="context_options need a default"):
+        client.stream(ChatRequest.ask(QUESTION, ASSISTANT, context_options={"top_k": 2}))
+
+
 def test_host_is_discovered_once_and_cached(emulator: EmulatorServer, admin: Admin, clock: Clock) -> None:
     client = make_client(emulator, clock)
     client.chat(QUESTION)
@@ -136,7 +158,7 @@ def test_persistent_429_gives_up_after_max_attempts(emulator: EmulatorServer, ad
 def test_text_plain_error_is_still_parsed(emulator: EmulatorServer, admin: Admin, clock: Clock) -> None:
     admin.faults(text_plain_errors=True)
     with pytest.raises(BadRequestError) as info:
-        make_client(emulator, clock).chat(QUESTION, model="gpt-99")
+        make_client(emulator, clock).chat(ChatRequest.ask(QUESTION, ASSISTANT, model="gpt-99"))
     assert info.value.code == "INVALID_ARGUMENT" and "Invalid model" in info.value.message
     assert info.value.request_id is not None
     assert admin.count("chat_completions") == 1  # a 400 is permanent: never retried
@@ -190,7 +212,7 @@ def test_not_found_and_auth_errors_are_permanent_and_never_show_the_key(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(NotFoundError):
-        make_client(emulator, clock).chat(QUESTION, assistant="nobody")
+        make_client(emulator, clock).chat(ChatRequest.ask(QUESTION, "nobody"))
     bad = make_client(emulator, clock, api_key="pcsk_wrong_secret_value")
     with pytest.raises(AuthenticationError) as info:
         bad.chat(QUESTION)

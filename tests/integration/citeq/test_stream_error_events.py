@@ -19,6 +19,7 @@ import pytest
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.errors import APIStatusError, RateLimitError, ServerError
+from citeq.models import ChatRequest
 from infra.local.apps import UvicornThread
 from tests.helpers import LoopbackServer
 
@@ -68,7 +69,7 @@ def test_the_client_raises_the_services_error_and_does_not_reopen(upstream: Upst
     settings = Settings.from_env({"PINECONE_API_KEY": "k", "CITEQ_ASSISTANT_HOST": upstream.url})
     client = AssistantClient(settings)
     with pytest.raises(RateLimitError) as info:
-        client.stream(question="q?", assistant="a").answer()
+        client.stream(ChatRequest.ask("q?", "a")).answer()
     assert (info.value.code, info.value.message, info.value.status) == (
         "RESOURCE_EXHAUSTED",
         "Token limit reached for this minute",

@@ -52,7 +52,7 @@ def test_signed_event_is_accepted_stored_and_enqueued(
     assert (
         item is not None
         and item.custom_id == "ticket-9120"
-        and item.callback == {"url": "https://hooks.example.com/citeq"}
+        and item.callback_url == "https://hooks.example.com/citeq"
     )
     messages = boto3.client("sqs").receive_message(QueueUrl=worker_env["CITEQ_QUEUE_URL"])["Messages"]
     assert json.loads(messages[0]["Body"])["request_id"] == body["request_id"]

@@ -14,7 +14,8 @@ import boto3
 import pytest
 
 from citeq.config import Settings
-from citeq.store import NewRequest, Store
+from citeq.models import ChatRequest, Request
+from citeq.store import Store
 from citeq.worker import Worker
 from infra.local.context import LambdaContext
 from tests.helpers import ASSISTANT, Admin, load_event
@@ -82,7 +83,7 @@ def body(request_id: str, question: str = QUESTION, **extra: Any) -> str:
 
 def queued(store: Store, request_id: str, batch_id: str | None = None, seq: int | None = None) -> None:
     store.put_request(
-        NewRequest(request_id, ASSISTANT, [{"role": "user", "content": QUESTION}], batch_id=batch_id, seq=seq)
+        Request(request_id, ChatRequest.ask(QUESTION, ASSISTANT), batch_id=batch_id, seq=seq)
     )
 
 
@@ -367,7 +368,7 @@ def test_an_unexpected_exception_releases_the_lease_and_is_logged_at_error(
 ) -> None:
     queued(store, "r-bug")
     real_chat = app.worker.client.chat
-    app.worker.client.chat = lambda **_: (_ for _ in ()).throw(KeyError("surprise"))  # type: ignore[method-assign]
+    app.worker.client.chat = lambda *_, **__: (_ for _ in ()).throw(KeyError("surprise"))  # type: ignore[method-assign]
     record = sqs_record(body("r-bug"))
     with caplog.at_level("ERROR", logger="citeq.worker"):
         response = app.lambda_handler({"Records": [record]}, LambdaContext())

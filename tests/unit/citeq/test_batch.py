@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from citeq.batch import MAX_QUESTION_BYTES, InvalidInput, Parsed, parse, read, submit
+from citeq.batch import InvalidInput, Parsed, parse, read, submit
 from citeq.errors import ValidationError
+from citeq.models import MAX_QUESTION_BYTES
 
 
 def _jsonl(*rows: object) -> str:
@@ -33,10 +34,10 @@ def test_valid_jsonl_keeps_input_order_and_fields() -> None:
     )
     assert parsed.errors == []
     first, second = parsed.items
-    assert (first.custom_id, first.line, first.assistant) == ("a", 1, "main")
-    assert first.options == {"model": "gpt-4o", "temperature": 0.2, "filter": {"k": "v"}}
-    assert first.callback_url == "https://example.com/cb"
-    assert (second.custom_id, second.line, second.assistant) == ("b", 3, "other-one")
+    assert (first.request.custom_id, first.number, first.request.assistant) == ("a", 1, "main")
+    assert first.request.chat.options.to_dict() == {"model": "gpt-4o", "temperature": 0.2, "filter": {"k": "v"}}
+    assert first.request.callback_url == "https://example.com/cb"
+    assert (second.request.custom_id, second.number, second.request.assistant) == ("b", 3, "other-one")
 
 
 @pytest.mark.parametrize(
@@ -88,9 +89,9 @@ def test_csv_columns_json_cells_and_extra_columns_as_metadata() -> None:
         "c,Bad temperature?,hot,,\n"
     )
     parsed = parse(text, fmt="csv", default_assistant="main")
-    assert [i.custom_id for i in parsed.items] == ["a"]
-    assert parsed.items[0].options == {"temperature": 0.5, "filter": {"kind": "manual"}}
-    assert parsed.items[0].metadata == {"team": "ops"}
+    assert [i.request.custom_id for i in parsed.items] == ["a"]
+    assert parsed.items[0].request.chat.options.to_dict() == {"temperature": 0.5, "filter": {"kind": "manual"}}
+    assert parsed.items[0].request.metadata == {"team": "ops"}
     assert [(e.line, e.reason) for e in parsed.errors] == [
         (3, "give exactly one of question or messages"),
         (4, "temperature must be a number"),
@@ -104,7 +105,7 @@ def test_csv_without_custom_id_header() -> None:
 def test_read_picks_format_from_extension_and_reports_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("custom_id,question\na,q?\n")
-    assert [i.custom_id for i in read(path, default_assistant="m").items] == ["a"]
+    assert [i.request.custom_id for i in read(path, default_assistant="m").items] == ["a"]
     with pytest.raises(ValidationError, match="cannot read"):
         read(tmp_path / "missing.jsonl")
 
@@ -133,14 +134,14 @@ def test_jsonl_only_newline_ends_a_record_and_line_numbers_stay_right(separator:
         inside = '{"custom_id": "a",\r"question": "one two"}'
     text = inside + "\n" + json.dumps({"custom_id": "b", "question": "x"}) + "\n" + '{"custom_id": "c"}\n'
     parsed = parse(text, fmt="jsonl", default_assistant="m")
-    assert [(i.custom_id, i.line) for i in parsed.items] == [("a", 1), ("b", 2)]
+    assert [(i.request.custom_id, i.number) for i in parsed.items] == [("a", 1), ("b", 2)]
     assert [e.line for e in parsed.errors] == [3]
 
 
 def test_jsonl_with_crlf_line_ends_and_a_bom() -> None:
     text = "\ufeff" + json.dumps({"custom_id": "a", "question": "q"}) + "\r\n\r\n" + '{"custom_id": "b"}\r\n'
     parsed = parse(text, fmt="jsonl", default_assistant="m")
-    assert [i.line for i in parsed.items] == [1] and [e.line for e in parsed.errors] == [3]
+    assert [i.number for i in parsed.items] == [1] and [e.line for e in parsed.errors] == [3]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,7 @@ def test_jsonl_with_crlf_line_ends_and_a_bom() -> None:
 def test_text_that_cannot_travel_is_a_line_error_naming_field_and_character(line: str, where: str, char: str) -> None:
     good = json.dumps({"custom_id": "ok", "question": "fine 😀 \ufdd0 \x00"})
     parsed = parse(good + "\n" + line + "\n", fmt="jsonl", default_assistant="m")
-    assert [i.custom_id for i in parsed.items] == ["ok"]
+    assert [i.request.custom_id for i in parsed.items] == ["ok"]
     [error] = parsed.errors
     assert error.line == 2 and where in error.reason and char in error.reason
     with pytest.raises(InvalidInput) as info:
@@ -166,7 +167,7 @@ def test_text_that_cannot_travel_is_a_line_error_naming_field_and_character(line
 
 
 def test_the_whole_stored_input_is_bounded_not_only_the_question() -> None:
-    from citeq.batch import MAX_INPUT_BYTES
+    from citeq.models import MAX_INPUT_BYTES
 
     big = {"custom_id": "a", "question": "q", "metadata": {"blob": "x" * 420_000}}
     parsed = parse(json.dumps(big), fmt="jsonl", default_assistant="m")
@@ -179,21 +180,6 @@ def test_deeply_nested_json_is_a_line_error_not_a_recursion_error() -> None:
     deep = '{"custom_id": "a", "question": "q", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}"
     parsed = parse(deep, fmt="jsonl", default_assistant="m")
     assert "nested more than" in parsed.errors[0].reason
-
-
-def test_validate_raises_every_line_before_anything_is_written() -> None:
-    from citeq.batch import Item, validate
-
-    parsed = Parsed(
-        items=[
-            Item(1, "a", [{"role": "user", "content": "ok"}], "m", {}),
-            Item(2, "b", [{"role": "user", "content": "bad \ufffe"}], "m", {}),
-            Item(3, "c", [{"role": "user", "content": "ok"}], "m", {}, metadata={"x": "y" * 250_000}),
-        ]
-    )
-    with pytest.raises(InvalidInput) as info:
-        validate(parsed)
-    assert [e.line for e in info.value.errors] == [2, 3]
 
 
 @pytest.mark.parametrize(
@@ -220,14 +206,14 @@ def test_allow_listed_callback_hosts_pass_intake() -> None:
 def test_csv_rows_of_empty_cells_are_skipped_like_blank_lines() -> None:
     text = "custom_id,question,team\r\n,,\r\na,Q?,ops\r\n\r\n , ,\r\nb,Q2?,\r\n,,\r\n"
     parsed = parse(text, fmt="csv", default_assistant="m")
-    assert parsed.errors == [] and [(i.custom_id, i.line) for i in parsed.items] == [("a", 3), ("b", 6)]
+    assert parsed.errors == [] and [(i.request.custom_id, i.number) for i in parsed.items] == [("a", 3), ("b", 6)]
 
 
 def test_csv_line_numbers_count_from_where_a_multiline_cell_starts() -> None:
     text = 'custom_id,question\na,"line one\nline two"\nb,\n'
     parsed = parse(text, fmt="csv", default_assistant="m")
-    assert [i.line for i in parsed.items] == [2] and [e.line for e in parsed.errors] == [4]
-    assert parsed.items[0].messages[0]["content"] == "line one\nline two"
+    assert [i.number for i in parsed.items] == [2] and [e.line for e in parsed.errors] == [4]
+    assert parsed.items[0].request.chat.messages[0].content == "line one\nline two"
 
 
 @pytest.mark.parametrize(
@@ -247,13 +233,13 @@ def test_csv_header_problems_are_reported_never_resolved_silently(header: str, w
 
 def test_csv_with_a_bom_and_leading_empty_rows_finds_its_header() -> None:
     parsed = parse("\ufeff,,\ncustom_id,question\na,q\n", fmt="csv", default_assistant="m")
-    assert [(i.custom_id, i.line) for i in parsed.items] == [("a", 3)]
+    assert [(i.request.custom_id, i.number) for i in parsed.items] == [("a", 3)]
 
 
 def test_csv_extra_cells_and_bad_json_cells_are_line_errors() -> None:
     text = 'custom_id,question,metadata\na,q,{"k": 1},extra\nb,q,"[[[["\nc,q,,,\n'
     parsed = parse(text, fmt="csv", default_assistant="m")
-    assert [i.custom_id for i in parsed.items] == ["c"]
+    assert [i.request.custom_id for i in parsed.items] == ["c"]
     assert [(e.line, e.reason.split(":")[0]) for e in parsed.errors] == [
         (2, "row has more cells than the header"),
         (3, "the metadata cell"),

@@ -170,11 +170,12 @@ def test_schedule_reaches_about_a_day() -> None:
 def test_a_signing_secret_that_is_unusable_is_a_failed_attempt_retried_later(aws: dict[str, str], secret: str) -> None:
     from citeq.callbacks import CallbackDeliverer
     from citeq.errors import ConfigurationError
-    from citeq.store import NewRequest, Store
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
 
     store = Store(aws["ResultsTable"])
     store.put_request(
-        NewRequest("r-cb", "a", [{"role": "user", "content": "q"}], callback={"url": "https://hooks.example.com/cb"})
+        Request("r-cb", ChatRequest.ask("q", "a"), callback_url="https://hooks.example.com/cb")
     )
     running = store.claim(store.get("r-cb"), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
@@ -201,10 +202,11 @@ def test_a_signing_secret_that_is_unusable_is_a_failed_attempt_retried_later(aws
 
 
 def _finished_with_callback(aws: dict[str, str], request_id: str, url: str) -> Any:
-    from citeq.store import NewRequest, Store
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
 
     store = Store(aws["ResultsTable"])
-    store.put_request(NewRequest(request_id, "a", [{"role": "user", "content": "q"}], callback={"url": url}))
+    store.put_request(Request(request_id, ChatRequest.ask("q", "a"), callback_url=url))
     running = store.claim(store.get(request_id), lease_until=time.time() + 60)  # type: ignore[arg-type]
     assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
     return store
@@ -226,10 +228,11 @@ def test_a_host_that_does_not_resolve_is_unresolved_and_retried_without_connecti
 
 def test_a_request_without_a_result_yet_has_nothing_to_deliver_and_records_nothing(aws: dict[str, str]) -> None:
     from citeq.callbacks import CallbackDeliverer
-    from citeq.store import NewRequest, Store
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
 
     store = Store(aws["ResultsTable"])
-    store.put_request(NewRequest("r-q", "a", [{"role": "user", "content": "q"}], callback={"url": "https://h.example/"}))
+    store.put_request(Request("r-q", ChatRequest.ask("q", "a"), callback_url="https://h.example/"))
     for request_id in ("r-q", "r-unknown"):
         outcome = CallbackDeliverer(store, SECRET).deliver(request_id, 1)
         assert (outcome.delivered, outcome.failure, outcome.retry_in) == (False, "nothing_to_deliver", None)

@@ -12,7 +12,8 @@ import pytest
 from citeq.budget import TokenBudget
 from citeq.cli import Factory, main
 from citeq.config import Settings
-from citeq.store import NewRequest, Store
+from citeq.models import ChatRequest, Request
+from citeq.store import Store
 
 NOW = 1_800_000_000.0
 
@@ -29,10 +30,9 @@ def _batch(store: Store, n: int, batch_id: str = "b1", assistant: str = "help") 
     store.mark_batch_submitted(batch_id)
     for seq in range(1, n + 1):
         store.put_request(
-            NewRequest(
+            Request(
                 f"{batch_id}-{seq}",
-                assistant,
-                [{"role": "user", "content": f"q{seq}"}],
+                ChatRequest.ask(f"q{seq}", assistant),
                 batch_id=batch_id,
                 seq=seq,
                 custom_id=f"c{seq}",

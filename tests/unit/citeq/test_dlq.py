@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import boto3
 import pytest
 
 from citeq import dlq
-from citeq.dispatch import message_body
+from citeq.messages import encode
+from citeq.models import ChatRequest, Request, RequestRecord
 from citeq.queue import Queue
-from citeq.store import NewRequest, RequestItem, Store
+from citeq.store import Store
 
 MAX_RECEIVES = 6
 
@@ -28,14 +28,14 @@ def queue(aws: dict[str, str]) -> Queue:
     return Queue(aws["RequestsQueue"], dlq_url=aws["RequestsDeadLetterQueue"])
 
 
-def _queued(store: Store, request_id: str, dispatch: str = "tok") -> RequestItem:
-    store.put_request(NewRequest(request_id, "a", [{"role": "user", "content": "q"}]), dispatch=dispatch)
+def _queued(store: Store, request_id: str, dispatch: str = "tok") -> RequestRecord:
+    store.put_request(Request(request_id, ChatRequest.ask("q", "a")), dispatch=dispatch)
     item = store.get(request_id)
     assert item is not None
     return item
 
 
-def _running(store: Store, request_id: str, lease_until: float) -> RequestItem:
+def _running(store: Store, request_id: str, lease_until: float) -> RequestRecord:
     running = store.claim(_queued(store, request_id), lease_until)
     assert running is not None
     return running
@@ -66,11 +66,11 @@ def test_reconcile_fails_dead_lettered_requests_no_attempt_holds_and_leaves_the_
     answered = _running(store, "r-answered", lease_until=time.time() + 600)
     assert store.succeed(answered, {"message": {"content": "a"}, "citations": []}, 5)
     bodies = [
-        message_body(dead),
-        message_body(ended_lease),
-        message_body(live),
+        encode(dead),
+        encode(ended_lease),
+        encode(live),
         json.dumps({"request_id": "r-stale", "dispatch": "old"}),  # a newer message owes r-stale
-        message_body(answered),
+        encode(answered),
         "not json",
     ]
     _dead_letter(queue, *bodies)
@@ -89,7 +89,7 @@ def test_reconcile_fails_dead_lettered_requests_no_attempt_holds_and_leaves_the_
 
 
 def test_a_second_reconcile_finds_nothing_more_to_fail(store: Store, queue: Queue) -> None:
-    _dead_letter(queue, message_body(_queued(store, "r-once")))
+    _dead_letter(queue, encode(_queued(store, "r-once")))
     assert dlq.reconcile(store=store, queue=queue, max_receives=MAX_RECEIVES) == 1
     assert dlq.reconcile(store=store, queue=queue, max_receives=MAX_RECEIVES) == 0
 
@@ -103,7 +103,7 @@ def test_redrive_resets_failed_requests_resends_unreconciled_ones_and_empties_th
     answered = _running(store, "r-answered", lease_until=time.time() + 600)
     assert store.succeed(answered, {"message": {"content": "a"}, "citations": []}, 5)
     stale_body = json.dumps({"request_id": "r-waiting", "dispatch": "an-older-token"})
-    _dead_letter(queue, message_body(failed), stale_body, message_body(answered), "garbage")
+    _dead_letter(queue, encode(failed), stale_body, encode(answered), "garbage")
 
     assert dlq.redrive(store=store, queue=queue) == 4
 
@@ -111,15 +111,15 @@ def test_redrive_resets_failed_requests_resends_unreconciled_ones_and_empties_th
     assert reset is not None and (reset.status, reset.generation, reset.failures) == ("queued", 1, 0)
     assert reset.dispatch not in (None, "tok")  # a new token: the stream owes its message, not the DLQ
     # The waiting request's message is sent again with the token it holds now, not the letter's old one.
-    assert _main_bodies(aws) == sorted([message_body(waiting), "garbage"])
-    assert json.loads(message_body(waiting))["dispatch"] == "tok"
+    assert _main_bodies(aws) == sorted([encode(waiting), "garbage"])
+    assert json.loads(encode(waiting))["dispatch"] == "tok"
     assert _dlq_bodies(queue) == []
 
 
 def test_show_lists_each_letter_with_its_request_and_keeps_it(store: Store, queue: Queue) -> None:
     failed = _queued(store, "r-shown")
     assert store.fail(failed, {"type": "ServerError", "message": "503 UNAVAILABLE: busy", "http_status": 503})
-    _dead_letter(queue, message_body(failed), "{}")
+    _dead_letter(queue, encode(failed), "{}")
     rows = sorted((letter.row() for letter in dlq.show(store=store, queue=queue)), key=lambda r: str(r["request_id"]))
     assert [(r["request_id"], r["status"], r["reason"]) for r in rows] == [
         (None, "unknown", "message body could not be read"),
@@ -130,12 +130,9 @@ def test_show_lists_each_letter_with_its_request_and_keeps_it(store: Store, queu
 
 
 def test_abandoned_reason_keeps_the_last_error_and_its_status() -> None:
-    item: Any = RequestItem(
-        request_id="r",
-        status="queued",
-        assistant="a",
-        messages=[],
-        options={},
+    item = RequestRecord(
+        "r",
+        ChatRequest.ask("q", "a"),
         error={"type": "ServerError", "message": "500 ERROR: boom", "http_status": 500},
     )
     assert dlq.abandoned_reason(item, 6) == {

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from citeq.export import FORMULA_START, safe_cell, to_string
-from citeq.store import RequestItem
+from citeq.models import ChatRequest, RequestRecord
 
 HOSTILE = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\r=1", "=cmd|' /C calc'!A0"]
 
@@ -26,9 +26,20 @@ def _answer(text: str, file: str) -> dict[str, object]:
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_no_cell_starts_a_formula_including_citeqs_own_citation_cells(hostile: str) -> None:
     items = [
-        RequestItem("r1", "succeeded", "a", [], {}, custom_id=hostile, attempts=1, answer=_answer(hostile, hostile)),
-        RequestItem(
-            "r2", "failed", "a", [], {}, custom_id="ok", error={"type": hostile, "message": hostile, "http_status": 400}
+        RequestRecord(
+            "r1",
+            ChatRequest("a", ()),
+            custom_id=hostile,
+            status="succeeded",
+            attempts=1,
+            answer=_answer(hostile, hostile),
+        ),
+        RequestRecord(
+            "r2",
+            ChatRequest("a", ()),
+            custom_id="ok",
+            status="failed",
+            error={"type": hostile, "message": hostile, "http_status": 400},
         ),
     ]
     rows = list(csv.reader(io.StringIO(to_string(items, "csv"), newline="")))

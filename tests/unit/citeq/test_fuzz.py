@@ -18,8 +18,9 @@ from citeq.callbacks import UnsafeURL, check_url, check_url_at_intake, parse_url
 from citeq.citations import IncrementalParser, parse_content
 from citeq.client import error_event, parse_chunk
 from citeq.errors import APIStatusError, ValidationError, WebhookError
-from citeq.messages import decode, loads
+from citeq.messages import decode, encode
 from citeq.sse import SSEDecoder
+from citeq.text import loads
 from citeq.webhooks import sign, verify, verify_sender
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,8 +58,8 @@ def test_jsonl_parser_reports_every_bad_line_and_never_raises(lines: list[str]) 
     parsed = parse("\n".join(lines), fmt="jsonl", default_assistant="main")
     assert all(error.line >= 1 and error.reason for error in parsed.errors)
     assert parsed.items or parsed.errors
-    for item in parsed.items:
-        json.dumps([item.messages, item.metadata, item.options], ensure_ascii=False).encode()  # it can travel
+    for line in parsed.items:
+        encode(line.request).encode()  # it can travel
 
 
 @FUZZ

@@ -38,11 +38,13 @@ def test_a_valid_request_is_stored_queued_with_what_it_came_with(store: Store, a
     item = store.get(accepted.request_id)
     assert item is not None
     assert (item.status, item.assistant, item.custom_id, item.caller) == ("queued", "main", "c-1", "webhook:acme")
-    assert item.messages == [{"role": "user", "content": "How long are failed deliveries retried?"}]
-    assert (item.options, item.metadata, item.callback) == (
+    assert [m.to_dict() for m in item.chat.messages] == [
+        {"role": "user", "content": "How long are failed deliveries retried?"}
+    ]
+    assert (item.chat.options.to_dict(), item.metadata, item.callback_url) == (
         {"model": "gpt-4o"},
         {"ticket": 7},
-        {"url": "http://127.0.0.1:4000/cb"},
+        "http://127.0.0.1:4000/cb",
     )
     # Stored, not sent: the table's stream owes the message (nothing is on the queue yet).
     sqs = boto3.client("sqs")
@@ -62,7 +64,7 @@ def test_a_request_id_given_twice_is_a_duplicate_and_the_first_request_stands(
     again = enqueue({"question": "second"}, store=store, default_assistant="main", request_id="r-fixed")
     assert (first, again) == (Accepted("r-fixed"), Accepted("r-fixed", duplicate=True))
     item = store.get("r-fixed")
-    assert item is not None and item.messages == [{"role": "user", "content": "first"}]
+    assert item is not None and item.question == "first"
     assert _count(aws) == 1
 
 

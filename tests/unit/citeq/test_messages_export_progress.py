@@ -9,15 +9,15 @@ import pytest
 from citeq.errors import ValidationError
 from citeq.export import to_string
 from citeq.messages import decode
+from citeq.models import BatchInfo, ChatRequest, RequestRecord
 from citeq.progress import Progress
-from citeq.store import BatchInfo, RequestItem
 
 GOOD = {"v": 1, "request_id": "r1", "assistant": "a", "messages": [{"content": "q"}]}
 
 
 def test_decode_valid_message_with_defaults() -> None:
     message = decode(json.dumps(GOOD))
-    assert message.messages[0].role == "user" and message.generation == 0 and message.dispatch is None
+    assert message.chat.messages[0].role == "user" and message.generation == 0 and message.dispatch is None
 
 
 @pytest.mark.parametrize(
@@ -59,17 +59,21 @@ ANSWER = {
 }
 
 
-def _items() -> list[RequestItem]:
+def _items() -> list[RequestRecord]:
     return [
-        RequestItem(
-            "r1", "succeeded", "a", [{"content": "q1"}], {}, custom_id="c1", attempts=1, latency_ms=30, answer=ANSWER
+        RequestRecord(
+            "r1",
+            ChatRequest.ask("q1", "a"),
+            custom_id="c1",
+            status="succeeded",
+            attempts=1,
+            latency_ms=30,
+            answer=ANSWER,
         ),
-        RequestItem(
+        RequestRecord(
             "r2",
-            "failed",
-            "a",
-            [{"content": "q2"}],
-            {},
+            ChatRequest.ask("q2", "a"),
+            status="failed",
             custom_id="c2",
             attempts=2,
             error={"type": "BadRequestError", "message": "bad model", "http_status": 400},

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from citeq.budget import BudgetState
+from citeq.models import BatchInfo, Unfinished
 from citeq.progress import Pacing, Progress, reason_kind
-from citeq.store import BatchInfo, Unfinished
 
 NOW = 1_800_000_000.0
 WAITING = "waiting for token budget (19,400 input tokens/min)"

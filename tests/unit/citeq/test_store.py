@@ -7,7 +7,8 @@ import time
 import pytest
 
 from citeq.errors import ItemTooLarge
-from citeq.store import COMPRESS_ABOVE, NewRequest, RequestItem, Store
+from citeq.models import ChatRequest, Request, RequestRecord
+from citeq.store import COMPRESS_ABOVE, Store
 
 
 @pytest.fixture
@@ -19,10 +20,9 @@ def _queued(store: Store, n: int, batch_id: str = "b1") -> None:
     store.create_batch(batch_id, n, source="in.jsonl", idempotency_key=None)
     for seq in range(1, n + 1):
         store.put_request(
-            NewRequest(
+            Request(
                 f"{batch_id}-{seq}",
-                "a",
-                [{"role": "user", "content": f"q{seq}"}],
+                ChatRequest.ask(f"q{seq}", "a"),
                 batch_id=batch_id,
                 seq=seq,
                 custom_id=f"c{seq}",
@@ -30,7 +30,7 @@ def _queued(store: Store, n: int, batch_id: str = "b1") -> None:
         )
 
 
-def _claim(store: Store, request_id: str, lease_for: float = 60.0) -> RequestItem | None:
+def _claim(store: Store, request_id: str, lease_for: float = 60.0) -> RequestRecord | None:
     """Claim a stored request for an attempt whose lease lasts ``lease_for`` seconds (negative: already over)."""
     item = store.get(request_id)
     assert item is not None
@@ -120,8 +120,8 @@ def test_put_requests_skips_existing_items(store: Store) -> None:
     assert running is not None and store.succeed(running, {"a": 1}, 1)
     store.put_requests(
         [
-            NewRequest("b1-1", "a", [{"content": "q"}], batch_id="b1", seq=1),
-            NewRequest("b1-9", "a", [{"content": "q"}], batch_id="b1", seq=9),
+            Request("b1-1", ChatRequest.ask("q", "a"), batch_id="b1", seq=1),
+            Request("b1-9", ChatRequest.ask("q", "a"), batch_id="b1", seq=9),
         ]
     )
     assert store.get("b1-1").status == "succeeded"  # type: ignore[union-attr]
@@ -163,10 +163,9 @@ class _ConflictingClient:
 
 def test_transaction_conflicts_are_retried_then_reported() -> None:
     from citeq.errors import StoreError
-    from citeq.store import RequestItem
 
     waits: list[float] = []
-    item = RequestItem("r", "queued", "a", [{"content": "q"}], {}, batch_id="b")
+    item = RequestRecord("r", ChatRequest.ask("q", "a"), batch_id="b")
     recovering = _ConflictingClient(conflicts=2)
     assert Store("t", client=recovering, sleep=waits.append).cancel(item) is True
     assert recovering.calls == 3 and len(waits) == 2

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from citeq.dispatch import message_body
 from citeq.errors import CiteqError, MalformedResponse, ServerError, TruncatedResponse
+from citeq.messages import encode
+from citeq.models import ChatRequest, Request
 from citeq.pacing import Slot
 from citeq.queue import Queue
-from citeq.store import NewRequest, Store
+from citeq.store import Store
 from citeq.worker import HandBack, ReceivedMessage, Worker, invocation_from
 
 MAX_RECEIVES = 6
@@ -27,7 +28,7 @@ class Raising:
         self.error = error
         self.calls = 0
 
-    def chat(self, **_: Any) -> Any:
+    def chat(self, request: Any, **_: Any) -> Any:
         self.calls += 1
         raise self.error
 
@@ -58,7 +59,7 @@ def _run(
     aws: dict[str, str], error: CiteqError, receive_count: int = 1, pacer: Recording | None = None
 ) -> tuple[Store, Raising, Any]:
     store = Store(aws["ResultsTable"])
-    store.put_request(NewRequest("r-1", "a", [{"role": "user", "content": "q"}]), dispatch="tok")
+    store.put_request(Request("r-1", ChatRequest.ask("q", "a")), dispatch="tok")
     item = store.get("r-1")
     assert item is not None
     client = Raising(error)
@@ -66,7 +67,7 @@ def _run(
     worker = Worker(
         store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, pacer=pacer, rng=random.Random(1)
     )
-    received = ReceivedMessage("m-1", message_body(item), receive_count, "handle")
+    received = ReceivedMessage("m-1", encode(item), receive_count, "handle")
     message = worker.decode(received)
     assert message is not None
     try:
