@@ -142,3 +142,17 @@ def test_a_stream_broken_after_content_chains_the_transport_error(sleeps: list[f
     assert raised.value.received == "Wait"
     cause = raised.value.__cause__
     assert isinstance(cause, ConnectionFailed) and isinstance(cause.__cause__, requests.ConnectionError)
+
+
+@pytest.mark.parametrize("body", [{"id": "s1"}, {"message": {"content": "x"}, "citations": [{"position": "?"}]}])
+def test_a_standard_chat_answer_of_the_wrong_shape_is_a_malformed_response(
+    sleeps: list[float], body: object
+) -> None:
+    from citeq.models import ChatRequest
+
+    adapter = Canned(json.dumps(body).encode())
+    request = ChatRequest.ask("q", "a", context_options={"top_k": 2})
+    with pytest.raises(MalformedResponse) as raised:
+        client_with(adapter, sleeps).chat(request)
+    assert type(raised.value) is MalformedResponse and adapter.calls == 1 and sleeps == []
+    assert raised.value.__cause__ is not None
