@@ -219,11 +219,15 @@ def parse_messages(question: Any = None, messages: Any = None) -> tuple[Message,
             raise ValidationError("question must be a non-empty string")
         parsed: tuple[Message, ...] = (Message("user", question),)
     else:
-        if not isinstance(messages, list | tuple) or not messages:
+        if not isinstance(messages, list | tuple):
+            raise ValidationError("messages must be a list of {role, content} objects")
+        if not messages:
             raise ValidationError("messages must be a non-empty list")
         items = []
         for message in messages:
-            if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
+            if not isinstance(message, Mapping):
+                raise ValidationError("messages must be a list of {role, content} objects")
+            if not isinstance(message.get("content"), str):
                 raise ValidationError("every message needs non-empty string content")
             if not message["content"].strip():
                 raise ValidationError("every message needs non-empty string content")

@@ -256,7 +256,7 @@ class Rig:
         items = list(self.store.iter_batch(batch_id))
         if any(i.status in ("queued", "running") for i in items):
             return False
-        if any(i.callback and i.callback_done != i.generation for i in items):
+        if any(i.callback_url and i.callback_done != i.generation for i in items):
             return False
         return all(d == {"visible": 0, "in_flight": 0, "delayed": 0} for d in self.depths())
 

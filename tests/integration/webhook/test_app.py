@@ -167,7 +167,7 @@ def test_an_unusable_configured_secret_is_503_with_an_error_log_naming_the_setti
     [
         (b'{"question": "q", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested more than"),
         (b"[" * 200_000, "nested more than"),
-        (b'{"messages": "abc", "callback_url": "https://h.example.com/"}', "messages must be a non-empty list"),
+        (b'{"messages": "abc", "callback_url": "https://h.example.com/"}', "messages must be a list"),
         (b'{"messages": [1], "callback_url": "https://h.example.com/"}', "non-empty string content"),
         (b'{"messages": [{"role": "user", "content": "\\ud800"}], "callback_url": "https://h.example.com/"}', "U+D800"),
         (b'{"question": "q", "callback_url": "http://169.254.169.254/latest/meta-data"}', "non-public address"),
