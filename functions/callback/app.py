@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from citeq.callbacks import Deliverer
+from citeq.callbacks import CallbackDeliverer
 from citeq.compose import Factory
 from citeq.config import Settings
 from citeq.errors import ConfigurationError
@@ -37,7 +37,7 @@ class Callbacks:
     """The function's collaborators: the deliverer (which records each attempt in its store) and the callback
     queue (where an undelivered job is handed back)."""
 
-    def __init__(self, deliverer: Deliverer, queue: Queue) -> None:
+    def __init__(self, deliverer: CallbackDeliverer, queue: Queue) -> None:
         self.deliverer = deliverer
         self.queue = queue
 
@@ -75,7 +75,7 @@ class Callbacks:
 
 
 def build(
-    settings: Settings | None = None, *, deliverer: Deliverer | None = None, queue: Queue | None = None
+    settings: Settings | None = None, *, deliverer: CallbackDeliverer | None = None, queue: Queue | None = None
 ) -> Callbacks:
     """The deliverer and callback queue, from the environment unless ``settings`` is given (tests pass their own
     ``deliverer`` or ``queue``). ConfigurationError naming the variable when the table, the callback secret or

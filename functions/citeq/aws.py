@@ -1,4 +1,5 @@
-"""boto3 clients as citeq uses them, and the one place their errors become citeq's StoreError."""
+"""boto3 clients as citeq uses them, and the one place their errors become citeq's: StoreError for DynamoDB,
+QueueError for SQS (both AWSError)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from citeq.errors import StoreError
+from citeq.errors import AWSError, QueueError, StoreError
 
 # Standard retries; a pool large enough for the worker's concurrent records.
 CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
 SERVICE_NAMES = {"dynamodb": "DynamoDB", "sqs": "SQS"}
+ERRORS: dict[str, type[AWSError]] = {"dynamodb": StoreError, "sqs": QueueError}
 
 
 def client(service: str) -> Any:
@@ -20,17 +22,19 @@ def client(service: str) -> Any:
     return boto3.client(service, config=CONFIG)  # type: ignore[call-overload]
 
 
-def translate(service: str, operation: str, exc: ClientError | BotoCoreError) -> StoreError:
-    """The StoreError for an AWS error (its code kept; never its message, which may echo request data)."""
+def translate(service: str, operation: str, exc: ClientError | BotoCoreError) -> AWSError:
+    """The service's error for an AWS error: StoreError (DynamoDB), QueueError (SQS), else AWSError; its code
+    kept, never its message, which may echo request data."""
     name = SERVICE_NAMES.get(service, service)
+    error = ERRORS.get(service, AWSError)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        return StoreError(f"{name} {operation} failed: {code}", code=code)
-    return StoreError(f"{name} {operation} failed: {type(exc).__name__}", code=type(exc).__name__)
+        return error(f"{name} {operation} failed: {code}", code=code)
+    return error(f"{name} {operation} failed: {type(exc).__name__}", code=type(exc).__name__)
 
 
 def call(api: Any, service: str, operation: str, **kwargs: Any) -> Any:
-    """``api.<operation>(**kwargs)`` with AWS errors turned into StoreError (the AWS error code kept)."""
+    """``api.<operation>(**kwargs)`` with AWS errors turned into ``translate``'s (the AWS error code kept)."""
     try:
         return getattr(api, operation)(**kwargs)
     except (ClientError, BotoCoreError) as exc:
@@ -39,7 +43,7 @@ def call(api: Any, service: str, operation: str, **kwargs: Any) -> Any:
 
 def conditional(api: Any, service: str, operation: str, **kwargs: Any) -> bool:
     """A conditional write: True when it was made, False when its condition failed (nothing written); any
-    other AWS error becomes StoreError."""
+    other AWS error becomes ``translate``'s."""
     try:
         getattr(api, operation)(**kwargs)
         return True

@@ -35,7 +35,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from citeq.errors import ConfigurationError, WebhookError
@@ -208,7 +208,7 @@ def resolve_target(
     try:
         infos = resolve(target.host, target.port)
     except (OSError, UnicodeError) as exc:
-        raise UnsafeURL(f"callback host does not resolve ({type(exc).__name__})", permanent=False) from None
+        raise UnsafeURL(f"callback host does not resolve ({type(exc).__name__})", permanent=False) from exc
     addresses = []
     for info in infos:
         try:
@@ -254,18 +254,38 @@ def payload(item: RequestRecord) -> dict[str, Any]:
     }
 
 
+# Why an attempt did not deliver, from the type of what went wrong (recorded with each attempt as "failure"):
+#   unsafe_url          the URL or its address may not be called (UnsafeURL, permanent: not retried)
+#   unresolved          the host did not resolve (UnsafeURL, not permanent)
+#   secret_unavailable  the signing secret is missing or malformed (ConfigurationError, WebhookError)
+#   unreachable         no connection, TLS failed, or no HTTP status came back (DeliveryFailed)
+#   timed_out           the delivery's total deadline passed (DeliveryTimeout)
+#   refused             the receiver answered, with a status other than 2xx
+#   nothing_to_deliver  the request is unknown, has no callback or has not ended (not retried)
+Failure = Literal[
+    "unsafe_url", "unresolved", "secret_unavailable", "unreachable", "timed_out", "refused", "nothing_to_deliver"
+]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """One delivery attempt."""
+    """One delivery attempt: ``status`` is the receiver's HTTP status when it answered, ``error`` a line for
+    people, ``failure`` its class for code (None when delivered), ``retry_in`` seconds until the next attempt
+    (None: no further attempt)."""
 
     delivered: bool
     status: int | None
     error: str | None
-    retry_in: float | None  # None: no further attempt
+    retry_in: float | None
+    failure: Failure | None = None
 
 
 class DeliveryFailed(Exception):
-    """The receiver could not be reached or did not answer in time (retried on the schedule)."""
+    """The receiver could not be reached or gave no HTTP status (retried on the schedule)."""
+
+
+class DeliveryTimeout(DeliveryFailed):
+    """The delivery's total deadline passed before the receiver's status arrived (retried on the schedule)."""
 
 
 def post_pinned(
@@ -284,13 +304,13 @@ def post_pinned(
     def remaining() -> float:
         left = deadline - monotonic()
         if left <= 0:
-            raise DeliveryFailed("deadline passed")
+            raise DeliveryTimeout("deadline passed")
         return left
 
     try:
         sock = socket.create_connection((address, target.port), timeout=min(CONNECT_TIMEOUT, remaining()))
-    except OSError as exc:
-        raise DeliveryFailed(f"could not connect ({type(exc).__name__})") from None
+    except OSError as exc:  # a connect timeout included: the receiver is unreachable
+        raise DeliveryFailed(f"could not connect ({type(exc).__name__})") from exc
     try:
         if target.scheme == "https":
             context = tls or ssl.create_default_context()
@@ -321,14 +341,15 @@ def post_pinned(
         if not match:
             raise DeliveryFailed("the receiver did not answer with an HTTP status")
         return int(match.group(1))
-    except (OSError, ssl.SSLError) as exc:
-        reason = "deadline passed" if isinstance(exc, TimeoutError | socket.timeout) else type(exc).__name__
-        raise DeliveryFailed(reason) from None
+    except TimeoutError as exc:  # socket.timeout is TimeoutError
+        raise DeliveryTimeout("deadline passed") from exc
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise DeliveryFailed(type(exc).__name__) from exc
     finally:
         sock.close()
 
 
-class Deliverer:
+class CallbackDeliverer:
     """Delivers callbacks and records each attempt."""
 
     def __init__(
@@ -354,7 +375,7 @@ class Deliverer:
         self.tls = tls
 
     def __repr__(self) -> str:
-        return f"Deliverer(allow_hosts={self.allow_hosts!r})"
+        return f"CallbackDeliverer(allow_hosts={self.allow_hosts!r})"
 
     def deliver(self, request_id: str, attempt: int, *, deadline: float | None = None) -> Outcome:
         """Attempt ``attempt`` (1-based) for one request; records it and says when to try again.
@@ -363,7 +384,7 @@ class Deliverer:
         """
         item = self.store.get(request_id)
         if item is None or not item.callback_url or item.status not in ("succeeded", "failed"):
-            return Outcome(False, None, "nothing to deliver", None)
+            return Outcome(False, None, "nothing to deliver", None, "nothing_to_deliver")
         if item.callback_done is not None and item.callback_done >= item.generation:
             return Outcome(True, None, None, None)  # a duplicate job: this generation's callback went already
         until = self.monotonic() + self.deadline_seconds
@@ -371,6 +392,7 @@ class Deliverer:
             until = min(until, deadline)
         status: int | None = None
         error: str | None = None
+        failure: Failure | None = None
         permanent = False
         try:
             target = parse_url(item.callback_url)
@@ -386,15 +408,16 @@ class Deliverer:
                 target, address, body, headers, deadline=until, monotonic=self.monotonic, tls=self.tls
             )
             if not 200 <= status < 300:
-                error = f"receiver answered {status}"
+                error, failure = f"receiver answered {status}", "refused"
         except UnsafeURL as exc:
-            error = str(exc)
+            error, failure = str(exc), "unsafe_url" if exc.permanent else "unresolved"
             permanent = exc.permanent
         except (ConfigurationError, WebhookError):
             # Never the secret nor the reason it is malformed: the operator sees that in the function's log.
-            error = "the signing secret is not available"
+            error, failure = "the signing secret is not available", "secret_unavailable"
         except DeliveryFailed as exc:
             error = f"delivery failed: {exc}"
+            failure = "timed_out" if isinstance(exc, DeliveryTimeout) else "unreachable"
         delivered = error is None
         if delivered:
             self.store.mark_callback_done(item.request_id, item.generation)
@@ -406,7 +429,8 @@ class Deliverer:
                 "at": self.clock(),
                 "status": status,
                 "error": error,
+                "failure": failure,
                 "next_attempt_in": retry_in,
             },
         )
-        return Outcome(delivered, status, error, retry_in)
+        return Outcome(delivered, status, error, retry_in, failure)

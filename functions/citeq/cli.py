@@ -20,10 +20,10 @@ from citeq.compose import Factory
 from citeq.errors import (
     APIStatusError,
     AuthenticationError,
+    AWSError,
     CiteqError,
     ConfigurationError,
     NotFoundError,
-    StoreError,
     TransportError,
     ValidationError,
 )
@@ -305,7 +305,7 @@ def _message(exc: CiteqError) -> tuple[str, int]:
         return f"configuration: {exc}", EXIT_USAGE
     if isinstance(exc, ValidationError):
         return f"invalid input: {exc}", EXIT_USAGE
-    if isinstance(exc, StoreError):
+    if isinstance(exc, AWSError):
         # Only an identity problem earns the credentials hint; bad input is refused before any write (issue 11).
         hint = " (check AWS credentials and region)" if exc.credentials else " (check CITEQ_TABLE and CITEQ_QUEUE_URL)"
         return f"AWS: {exc}{hint}", EXIT_ERROR

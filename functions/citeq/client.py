@@ -27,9 +27,11 @@ from citeq.errors import (
     ConfigurationError,
     ConnectionFailed,
     DeadlineExceeded,
+    MalformedResponse,
     StreamBroken,
     Timeout,
     TransportError,
+    TruncatedResponse,
     ValidationError,
     status_error,
 )
@@ -122,6 +124,8 @@ def _session(pool: int = 64) -> requests.Session:
 
 
 def _translate(exc: requests.RequestException, what: str) -> TransportError:
+    """The citeq error for a ``requests`` failure; raise it ``from exc``. The message names only the exception's
+    type; the chained cause may show the URL, never the key (it travels in a header, which requests leaves out)."""
     if isinstance(exc, requests.Timeout):
         return Timeout(f"{what}: timed out ({type(exc).__name__})")
     return ConnectionFailed(f"{what}: connection failed ({type(exc).__name__})")
@@ -199,7 +203,7 @@ class AssistantClient:
                 method, url, json=body, headers=self._headers(), timeout=timeout, stream=stream
             )
         except requests.RequestException as exc:
-            raise _translate(exc, f"{method} {url}") from None
+            raise _translate(exc, f"{method} {url}") from exc
         if response.status_code >= 400:
             try:
                 raise error_from_response(response)
@@ -223,8 +227,10 @@ class AssistantClient:
                 response = self._request("GET", url, read=30.0, deadline=deadline)
                 try:
                     found = response.json().get("host")
-                except ValueError:
-                    raise ConnectionFailed(f"describe assistant {assistant!r}: response is not JSON") from None
+                except ValueError as exc:
+                    raise TruncatedResponse(f"describe assistant {assistant!r}: response is not JSON") from exc
+                except AttributeError as exc:
+                    raise MalformedResponse(f"describe assistant {assistant!r}: response is not an object") from exc
                 if not isinstance(found, str) or not found:
                     raise ConfigurationError(f"assistant {assistant!r} has no data-plane host yet")
                 return found if "://" in found else f"https://{found}"
@@ -262,8 +268,8 @@ class AssistantClient:
             )
             try:
                 payload = response.json()
-            except (ValueError, requests.RequestException):
-                raise ConnectionFailed("chat completion: response body was cut off or is not JSON") from None
+            except ValueError as exc:
+                raise TruncatedResponse("chat completion: response body was cut off or is not JSON") from exc
             return read_answer(payload)
 
         return self._retrying(attempt, deadline, f"chat {request.assistant}")
@@ -307,7 +313,8 @@ class AssistantClient:
 
 
 def answer_from_completion(payload: Any) -> Answer:
-    """A default chat completion body -> Answer."""
+    """A default chat completion body (decoded JSON) -> Answer; MalformedResponse when it has no
+    ``choices[0].message.content``."""
     try:
         choice = payload["choices"][0]
         content = choice["message"]["content"] or ""
@@ -322,15 +329,15 @@ def answer_from_completion(payload: Any) -> Answer:
             raw_content=content,
             files=parsed.files,
         )
-    except (KeyError, IndexError, TypeError) as exc:
-        raise ConnectionFailed(f"chat completion has an unexpected shape ({exc!r})") from None
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise MalformedResponse(f"chat completion has an unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
 def answer_from_chat(payload: Any) -> Answer:
     """A standard chat response (``ChatModel``: ``{"id", "model", "finish_reason", "message": {"role",
     "content"}, "usage", "citations": [{"position", "references": [{"file": {...}, "pages"}]}]}``,
-    shared/reference §5) -> Answer. Its content has no markers and its citations are structured already, with
-    positions in that content."""
+    shared/reference §5) -> Answer, or MalformedResponse. Its content has no markers and its citations are
+    structured already, with positions in that content."""
     try:
         content = payload["message"]["content"] or ""
         citations = []
@@ -357,8 +364,8 @@ def answer_from_chat(payload: Any) -> Answer:
             raw_content=content,
             files=tuple(files.values()),
         )
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ConnectionFailed(f"chat answer has an unexpected shape ({exc!r})") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedResponse(f"chat answer has an unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
 # What an error object in a stream (``data: {"error": {...}}``) says when it carries no status of its own.
@@ -466,7 +473,7 @@ class ChatStream:
                 if event.data.strip() != "[DONE]" and (chunk := parse_chunk(event.data)) is not None:
                     yield chunk
         except requests.RequestException as exc:
-            raise _translate(exc, "stream") from None
+            raise _translate(exc, "stream") from exc
 
     def __iter__(self) -> Iterator[StreamChunk]:
         started = False
@@ -494,7 +501,7 @@ class ChatStream:
                             f"stream broke after {self.chunks} chunks: {exc}",
                             received="".join(self._received),
                             chunks=self.chunks,
-                        ) from None
+                        ) from exc
                     self._reopens -= 1
                     held.clear()
                     self.close()

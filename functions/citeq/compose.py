@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from citeq.budget import TokenBudget
-from citeq.callbacks import Deliverer
+from citeq.callbacks import CallbackDeliverer
 from citeq.client import AssistantClient
 from citeq.config import Settings
 from citeq.dispatch import Dispatcher
@@ -110,11 +110,12 @@ class Factory:
         callbacks = self.callback_queue() if self.settings.callback_queue_url else None
         return Dispatcher(self.queue(), callbacks)
 
-    def deliverer(self, secret: Callable[[], str]) -> Deliverer:
+    def deliverer(self, secret: Callable[[], str]) -> CallbackDeliverer:
         """The callback deliverer, signing with what ``secret()`` returns at each delivery (a rotated secret
         arrives); deliveries run on threads, so the DynamoDB client is made now."""
         self.settings.require("table")
-        return Deliverer(self.store(client=dynamodb_client()), secret, allow_hosts=self.settings.callback_allow_hosts)
+        store = self.store(client=dynamodb_client())
+        return CallbackDeliverer(store, secret, allow_hosts=self.settings.callback_allow_hosts)
 
     def clock(self) -> float:
         """Wall-clock seconds."""

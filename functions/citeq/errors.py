@@ -9,6 +9,8 @@ CiteqError
 │   │   ├── Timeout               connect or read timeout
 │   │   └── StreamBroken          a stream ended mid-way; carries what was received
 │   ├── DeadlineExceeded          the caller's deadline leaves no time for another attempt (retryable)
+│   ├── MalformedResponse         a 200 whose body is JSON of the wrong shape (permanent)
+│   │   └── TruncatedResponse     a 200 whose body is not JSON: cut off, e.g. by a proxy (retryable, not in-process)
 │   └── APIStatusError            the assistant answered with an error status (status, code, message, request id)
 │       ├── BadRequestError       400 (permanent)
 │       ├── AuthenticationError   401 (permanent)
@@ -18,8 +20,10 @@ CiteqError
 │       ├── RequestTimeoutError   408 (retryable)
 │       ├── RateLimitError        429 (retryable; ``retry_after`` when the service sent one)
 │       └── ServerError           5xx (retryable)
-├── StoreError                    DynamoDB / SQS failures (retryable unless stated)
-│   └── ItemTooLarge              an answer that cannot fit an item even compressed (permanent)
+├── AWSError                      an AWS call failed (retryable unless stated; ``code`` is AWS's error code)
+│   ├── StoreError                DynamoDB failures
+│   │   └── ItemTooLarge          an answer that cannot fit an item even compressed (permanent)
+│   └── QueueError                SQS failures
 └── WebhookError                  webhook signature or payload problems (permanent)
 """
 
@@ -78,6 +82,24 @@ class StreamBroken(TransportError):
 
 class DeadlineExceeded(AssistantError):
     """The caller's deadline does not leave enough time for (another) attempt."""
+
+    retryable = True
+
+
+class MalformedResponse(AssistantError):
+    """The assistant answered 200 with JSON of a shape citeq cannot read (no ``choices``, no ``host``...).
+
+    Permanent: the same call gets the same body (a changed API or a host that is not the assistant's), and
+    every re-ask of a chat that answered 200 spends a whole answer's tokens again."""
+
+
+class TruncatedResponse(MalformedResponse):
+    """The assistant answered 200 but the body is not JSON: cut off on the way (proxies have been seen to do
+    this) or replaced by an intermediary's page.
+
+    Retryable, but never in-process (``retry.should_retry``): the service has already spent the answer's
+    tokens, so the request goes back to the queue, where the worker's backoff, pacing and ``max_receives``
+    bound what another try costs."""
 
     retryable = True
 
@@ -172,8 +194,8 @@ def status_error(
     return cls(message, status=status, code=code, request_id=request_id, retry_after=retry_after)
 
 
-class StoreError(CiteqError):
-    """DynamoDB or SQS failed; retryable unless a subclass says otherwise. ``code`` is AWS's error code (or the
+class AWSError(CiteqError):
+    """An AWS call failed; retryable unless a subclass says otherwise. ``code`` is AWS's error code (or the
     botocore exception's name) when there is one."""
 
     retryable = True
@@ -186,6 +208,14 @@ class StoreError(CiteqError):
     def credentials(self) -> bool:
         """Whether AWS refused who is calling (not what was sent): the one case to suggest checking credentials."""
         return self.code in CREDENTIAL_CODES
+
+
+class StoreError(AWSError):
+    """DynamoDB failed (the results table, the token budget)."""
+
+
+class QueueError(AWSError):
+    """SQS failed (sending, changing a message's visibility, reading the DLQ)."""
 
 
 # AWS error codes (and botocore exception names) that mean the caller's identity or rights, not the request.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from citeq import aws
-from citeq.errors import StoreError
+from citeq.errors import ConfigurationError, QueueError
 
 # SQS accepts bodies up to 1 MiB (the queue's MaximumMessageSize is set to that in template.yaml).
 MAX_BODY_BYTES = 1_048_576
@@ -64,10 +64,10 @@ class Queue:
 
     def send(self, messages: Sequence[Outgoing], *, url: str | None = None) -> None:
         """Send ``(id, body)`` or ``(id, body, delay_seconds)`` tuples (SendMessageBatch, 10 a call, in parallel).
-        Raises StoreError naming the ids of messages that never went."""
+        Raises QueueError naming the ids of messages that never went."""
         failed = self.try_send(messages, url=url)
         if failed:
-            raise StoreError(f"SQS did not accept {len(failed)} messages after {SEND_ATTEMPTS} tries: {failed[:5]}")
+            raise QueueError(f"SQS did not accept {len(failed)} messages after {SEND_ATTEMPTS} tries: {failed[:5]}")
 
     def try_send(self, messages: Sequence[Outgoing], *, url: str | None = None) -> list[str]:
         """Like ``send``, but returns ``"id: reason"`` for each message that never went instead of raising."""
@@ -90,7 +90,7 @@ class Queue:
             ]
             try:
                 result = self._call("send_message_batch", QueueUrl=url, Entries=entries)
-            except StoreError as exc:
+            except QueueError as exc:
                 reason = str(exc)
             else:
                 for ok in result.get("Successful", []):
@@ -130,7 +130,7 @@ class Queue:
 
     def _require_dlq(self) -> str:
         if not self.dlq_url:
-            raise StoreError("no DLQ configured (CITEQ_DLQ_URL)")
+            raise ConfigurationError("no DLQ configured (CITEQ_DLQ_URL)")
         return self.dlq_url
 
     def dead_letters(self, limit: int = 100, hold_seconds: int = 30) -> list[DeadLetter]:
@@ -147,7 +147,8 @@ class Queue:
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
             messages = result.get("Messages", [])
-            if not messages:
+            # Nothing new: the queue is drained, or (a hold of 0) it hands out the same messages again.
+            if not any(message["MessageId"] not in found for message in messages):
                 break
             for message in messages:
                 attrs = message.get("Attributes", {})

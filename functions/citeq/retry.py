@@ -1,6 +1,9 @@
 """The retry policy as two pure functions: ``should_retry`` and ``retry_delay``.
 
-Retryable: transport errors (connect, timeout, dropped), 408, 409, 429 and 5xx — see ``errors``.
+Retryable: transport errors (connect, timeout, dropped), 408, 409, 429 and 5xx — see ``errors``. A 200 whose
+body cannot be read (``MalformedResponse``, ``TruncatedResponse``) is never re-asked in-process: the service
+has already spent that answer's tokens, outside the worker's pacing; a truncated one goes back to the caller,
+retryable (the worker hands the message back with its own backoff, bounded by ``max_receives``).
 Delay: the service's ``Retry-After`` when it sent one, else capped exponential backoff with full jitter:
 ``uniform(0, min(cap, base * 2 ** (attempt - 1)))``. A ``Retry-After`` longer than ``max_retry_after`` is not
 waited out in-process: the error goes to the caller (the worker hands such a request back to SQS with that
@@ -12,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from citeq.errors import CiteqError, RateLimitError
+from citeq.errors import CiteqError, MalformedResponse, RateLimitError
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class RetryPolicy:
 def should_retry(error: CiteqError, attempt: int, policy: RetryPolicy) -> bool:
     """Whether to make attempt ``attempt + 1`` after ``error`` ended attempt ``attempt`` (1-based)."""
     if isinstance(error, RateLimitError) and not policy.retry_rate_limits:
+        return False
+    if isinstance(error, MalformedResponse):
         return False
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and retry_after > policy.max_retry_after:

@@ -31,6 +31,7 @@ from citeq.errors import (
     CiteqError,
     DeadlineExceeded,
     ItemTooLarge,
+    MalformedResponse,
     PermissionDeniedError,
     RateLimitError,
     ValidationError,
@@ -65,8 +66,9 @@ class NoMetrics:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One SQS delivery of a message."""
+class ReceivedMessage:
+    """One receipt of a request message from SQS: its body, how often SQS has handed it out, and the handle
+    that changes its visibility."""
 
     message_id: str
     body: str
@@ -91,7 +93,7 @@ class HandBack(Exception):
         self.delay = delay
 
 
-def retry_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
+def hand_back_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
     """Seconds before a failed request's message comes back: the service's Retry-After when it sent one, else
     full-jitter backoff over the failures so far (1 s .. ``cap``)."""
     retry_after = getattr(error, "retry_after", None)
@@ -131,7 +133,7 @@ class Worker:
         self.rng = rng or random.Random()
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, delivery: Delivery) -> RequestRecord | None:
+    def decode(self, delivery: ReceivedMessage) -> RequestRecord | None:
         """The message's request as a queued record (with its generation and dispatch token), or None after
         recording why it is malformed (such a message is never retried)."""
         try:
@@ -142,7 +144,7 @@ class Worker:
             self._record_malformed(delivery, str(exc))
             return None
 
-    def _record_malformed(self, delivery: Delivery, reason: str) -> None:
+    def _record_malformed(self, delivery: ReceivedMessage, reason: str) -> None:
         error = {"type": "ValidationError", "message": reason, "http_status": None}
         try:
             request_id = json.loads(delivery.body).get("request_id")
@@ -162,7 +164,7 @@ class Worker:
         self.store.put_failed(placeholder, error)
 
     # ------------------------------------------------------------------ one delivery
-    def process(self, message: RequestRecord, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+    def process(self, message: RequestRecord, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
         """Answer, fail, defer or skip one request (``message`` as ``decode`` reads it); returns a small summary.
         Raises HandBack."""
         running = self.store.claim(message, invocation.lease_until)
@@ -219,7 +221,7 @@ class Worker:
             return None
         return running
 
-    def _attempt(self, running: RequestRecord, delivery: Delivery, invocation: Invocation) -> dict[str, Any]:
+    def _attempt(self, running: RequestRecord, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
         slot = self.pacer.acquire(running.assistant, running.request_id)
         if slot.wait_until is not None:
             wait = slot.wait_until - self.wall()
@@ -237,7 +239,12 @@ class Worker:
             until, reason = self.pacer.pause(running.assistant, running.request_id, str(exc))
             return self._defer(running, until, reason)
         except CiteqError as exc:
-            self.pacer.release(running.assistant, running.request_id)
+            if isinstance(exc, MalformedResponse):
+                # A 200 the client could not read was still counted by the service: its reservation stands, at
+                # the estimate (its real size is unknown), instead of being given back.
+                self.pacer.settle(running.assistant, running.request_id, 0)
+            else:
+                self.pacer.release(running.assistant, running.request_id)
             latency = round((self.clock() - started) * 1000)
             return self._failed_call(running, exc, delivery, latency)
         latency = round((self.clock() - started) * 1000)
@@ -266,7 +273,9 @@ class Worker:
         log.info("request %s deferred %.1fs: %s", running.request_id, until - self.wall(), reason)
         return {"request_id": running.request_id, "status": "deferred", "until": until}
 
-    def _failed_call(self, item: RequestRecord, exc: CiteqError, delivery: Delivery, latency: int) -> dict[str, Any]:
+    def _failed_call(
+        self, item: RequestRecord, exc: CiteqError, delivery: ReceivedMessage, latency: int
+    ) -> dict[str, Any]:
         error = exc.to_dict()
         if not exc.retryable:
             self._fail(item, error, latency)
@@ -279,7 +288,7 @@ class Worker:
         item: RequestRecord,
         error: dict[str, Any],
         exc: CiteqError | None,
-        delivery: Delivery,
+        delivery: ReceivedMessage,
         latency: int | None,
     ) -> dict[str, Any]:
         """A real failure: hand the message back with a delay, or, once the request has used its attempts
@@ -293,7 +302,7 @@ class Worker:
             return {"request_id": item.request_id, "status": "failed"}
         if not self.store.requeue(item, error):
             return {"request_id": item.request_id, "status": "skipped"}
-        delay = retry_delay(exc, failures, self.rng)
+        delay = hand_back_delay(exc, failures, self.rng)
         self.recorder.metric("Retried", "Count", 1)
         log.info("request %s: %s; retrying in %.0fs", item.request_id, error["message"], delay)
         raise HandBack(str(error["message"]), delay)
@@ -302,7 +311,7 @@ class Worker:
         if self.store.fail(item, error, latency):
             self.recorder.metric("Failed", "Count", 1)
 
-    def hand_back(self, delivery: Delivery, hand_back: HandBack) -> None:
+    def hand_back(self, delivery: ReceivedMessage, hand_back: HandBack) -> None:
         """Make the message visible again after the delay."""
         self.queue.delay(delivery.receipt_handle, hand_back.delay)
 

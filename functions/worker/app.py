@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from citeq.compose import Factory
 from citeq.config import Settings
-from citeq.worker import Delivery, HandBack, Invocation, Recorder, Worker, invocation_from
+from citeq.worker import HandBack, Invocation, ReceivedMessage, Recorder, Worker, invocation_from
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 logger = Logger(service="citeq-worker")
@@ -46,7 +46,7 @@ def build(settings: Settings | None = None, *, recorder: Recorder | None = None)
 
 def handle_record(worker: Worker, record: SQSRecord, invocation: Invocation) -> dict[str, Any]:
     """One record, on a worker thread."""
-    delivery = Delivery(
+    delivery = ReceivedMessage(
         record.message_id, record.body, int(record.attributes.approximate_receive_count), record.receipt_handle
     )
     message = worker.decode(delivery)

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from standardwebhooks import Webhook
 
-from citeq.callbacks import SCHEDULE, Deliverer, caller_secret
+from citeq.callbacks import SCHEDULE, CallbackDeliverer, caller_secret
 from citeq.config import Settings
 from citeq.models import ChatRequest, Request
 from citeq.store import Store
@@ -28,17 +28,18 @@ SECRET = "whsec_" + base64.b64encode(random.Random(3).randbytes(32)).decode()
 
 
 class Receiver(LoopbackServer):
-    """An HTTP receiver on 127.0.0.1 that records each delivery's headers and body."""
+    """An HTTP receiver on 127.0.0.1 that records each delivery's headers and body and answers ``status``."""
 
     def __init__(self) -> None:
         self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.status = 204
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
+                self.send_response(outer.status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -115,7 +116,7 @@ def test_the_resolved_address_is_the_one_connected_to_and_the_name_is_looked_up_
         lookups.append((host, port))
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    deliverer = Deliverer(store, SECRET, allow_hosts=("receiver.invalid",), resolve=resolve)
+    deliverer = CallbackDeliverer(store, SECRET, allow_hosts=("receiver.invalid",), resolve=resolve)
     outcome = deliverer.deliver("r-pin", 1)
     assert (outcome.delivered, outcome.status) == (True, 204)
     assert lookups == [("receiver.invalid", receiver.port)]
@@ -134,23 +135,39 @@ def test_a_name_resolving_to_an_internal_address_is_refused_without_connecting(
     def to_loopback(host: str, port: int) -> Any:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    outcome = Deliverer(store, SECRET, resolve=to_loopback).deliver("r-internal", 1)
+    outcome = CallbackDeliverer(store, SECRET, resolve=to_loopback).deliver("r-internal", 1)
     assert outcome.error == "callback host resolves to a non-public address (127.0.0.1)"
+    assert outcome.failure == "unsafe_url"
     assert outcome.retry_in is None and receiver.deliveries == []  # permanent: never retried
+
+
+def test_a_receiver_answering_an_error_status_is_refused_and_retried_on_the_schedule(
+    aws: dict[str, str], receiver: Receiver
+) -> None:
+    store = Store(aws["ResultsTable"])
+    _finished(store, "r-503", f"http://127.0.0.1:{receiver.port}/cb")
+    receiver.status = 503
+    outcome = CallbackDeliverer(store, SECRET, allow_hosts=("127.0.0.1",)).deliver("r-503", 2)
+    assert (outcome.delivered, outcome.status, outcome.failure) == (False, 503, "refused")
+    assert outcome.retry_in == float(SCHEDULE[1]) and len(receiver.deliveries) == 1
+    item = store.get("r-503")
+    assert item is not None and item.callback_done is None and item.deliveries[-1]["failure"] == "refused"
 
 
 def test_a_slow_receiver_is_cut_at_the_total_deadline_and_retried_later(aws: dict[str, str], dripper: Dripper) -> None:
     store = Store(aws["ResultsTable"])
     _finished(store, "r-slow", f"http://127.0.0.1:{dripper.port}/cb")
-    deliverer = Deliverer(store, SECRET, allow_hosts=("127.0.0.1",), deadline_seconds=0.5)
+    deliverer = CallbackDeliverer(store, SECRET, allow_hosts=("127.0.0.1",), deadline_seconds=0.5)
     outcome = deliverer.deliver("r-slow", 1)
     assert (outcome.delivered, outcome.error, outcome.retry_in) == (
         False,
         "delivery failed: deadline passed",
         float(SCHEDULE[0]),
     )
+    assert outcome.failure == "timed_out"
     item = store.get("r-slow")
     assert item is not None and item.deliveries[-1]["error"] == "delivery failed: deadline passed"
+    assert item.deliveries[-1]["failure"] == "timed_out"
 
 
 @pytest.fixture
@@ -217,6 +234,7 @@ def test_one_bad_receiver_does_not_fail_the_other_callbacks_of_its_batch(
     assert [json.loads(body)["request_id"] for _, body in receiver.deliveries] == ["r-good"]
     slow = store.get("r-drip")
     assert slow is not None and slow.deliveries[-1]["error"] == "delivery failed: deadline passed"
+    assert slow.deliveries[-1]["failure"] == "timed_out"
 
 
 def _certificate(tmp_path: Any, name: str) -> tuple[str, str]:
@@ -268,8 +286,9 @@ def test_https_connects_to_the_pinned_address_and_still_verifies_the_host_name(
     def resolve(host: str, port: int) -> Any:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    deliverer = Deliverer(store, SECRET, allow_hosts=(url_host,), resolve=resolve, tls=client_context)
+    deliverer = CallbackDeliverer(store, SECRET, allow_hosts=(url_host,), resolve=resolve, tls=client_context)
     outcome = deliverer.deliver(f"r-tls-{url_host}", 1)
     assert outcome.delivered is delivered
     if not delivered:  # the certificate names receiver.invalid: a URL naming another host is refused
         assert outcome.error is not None and outcome.error.startswith("delivery failed: SSL")
+        assert outcome.failure == "unreachable" and outcome.retry_in == float(SCHEDULE[0])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import random
+import socket
 import time
 from typing import Any
 
@@ -167,7 +168,7 @@ def test_schedule_reaches_about_a_day() -> None:
 
 @pytest.mark.parametrize("secret", ["unavailable", "malformed"])
 def test_a_signing_secret_that_is_unusable_is_a_failed_attempt_retried_later(aws: dict[str, str], secret: str) -> None:
-    from citeq.callbacks import Deliverer
+    from citeq.callbacks import CallbackDeliverer
     from citeq.errors import ConfigurationError
     from citeq.models import ChatRequest, Request
     from citeq.store import Store
@@ -187,12 +188,52 @@ def test_a_signing_secret_that_is_unusable_is_a_failed_attempt_retried_later(aws
         return [(2, 1, 6, "", ("93.184.216.34", port))]
 
     source: Any = unavailable if secret == "unavailable" else (lambda: "whsec_c2hvcnQ=")
-    deliverer = Deliverer(store, source, resolve=connect_nowhere, deadline_seconds=0.0)
+    deliverer = CallbackDeliverer(store, source, resolve=connect_nowhere, deadline_seconds=0.0)
     outcome = deliverer.deliver("r-cb", 1)
     assert (outcome.delivered, outcome.error, outcome.retry_in) == (
         False,
         "the signing secret is not available",
         float(SCHEDULE[0]),
     )
+    assert outcome.failure == "secret_unavailable"
     item = store.get("r-cb")
     assert item is not None and item.deliveries[-1]["error"] == "the signing secret is not available"
+    assert item.deliveries[-1]["failure"] == "secret_unavailable"
+
+
+def _finished_with_callback(aws: dict[str, str], request_id: str, url: str) -> Any:
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
+
+    store = Store(aws["ResultsTable"])
+    store.put_request(Request(request_id, ChatRequest.ask("q", "a"), callback_url=url))
+    running = store.claim(store.get(request_id), lease_until=time.time() + 60)  # type: ignore[arg-type]
+    assert running is not None and store.succeed(running, {"message": {"content": "a"}, "citations": []}, 5)
+    return store
+
+
+def test_a_host_that_does_not_resolve_is_unresolved_and_retried_without_connecting(aws: dict[str, str]) -> None:
+    from citeq.callbacks import CallbackDeliverer
+
+    store = _finished_with_callback(aws, "r-dns", "https://hooks.example.com/cb")
+
+    def no_answer(host: str, port: int) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    outcome = CallbackDeliverer(store, SECRET, resolve=no_answer).deliver("r-dns", 1)
+    assert (outcome.delivered, outcome.status, outcome.failure) == (False, None, "unresolved")
+    assert outcome.retry_in == float(SCHEDULE[0])
+    assert store.get("r-dns").deliveries[-1]["failure"] == "unresolved"
+
+
+def test_a_request_without_a_result_yet_has_nothing_to_deliver_and_records_nothing(aws: dict[str, str]) -> None:
+    from citeq.callbacks import CallbackDeliverer
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
+
+    store = Store(aws["ResultsTable"])
+    store.put_request(Request("r-q", ChatRequest.ask("q", "a"), callback_url="https://h.example/"))
+    for request_id in ("r-q", "r-unknown"):
+        outcome = CallbackDeliverer(store, SECRET).deliver(request_id, 1)
+        assert (outcome.delivered, outcome.failure, outcome.retry_in) == (False, "nothing_to_deliver", None)
+    assert store.get("r-q").deliveries == []

@@ -9,11 +9,13 @@ from citeq.errors import (
     CiteqError,
     ConflictError,
     ConnectionFailed,
+    MalformedResponse,
     NotFoundError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
     Timeout,
+    TruncatedResponse,
     ValidationError,
 )
 from citeq.retry import RetryPolicy, retry_delay, should_retry
@@ -34,6 +36,9 @@ POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=8.0, max_retry_af
         (BadRequestError("x", status=400), False),
         (NotFoundError("x", status=404), False),
         (ValidationError("x"), False),
+        # A 200 the client cannot read already cost a whole answer: never re-asked in-process.
+        (MalformedResponse("x"), False),
+        (TruncatedResponse("x"), False),
     ],
 )
 def test_should_retry_only_transient_errors(error: CiteqError, retry: bool) -> None:

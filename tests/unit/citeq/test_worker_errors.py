@@ -1,0 +1,119 @@
+"""How the worker treats a 200 the client could not read (against moto in process, the client swapped for one
+that raises): JSON of the wrong shape fails the request at once; a body cut off goes back to the queue with a
+delay, until the request has used its receives; either way the call's token reservation stands (the service
+counted it), where any other failure gives it back."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from citeq.errors import CiteqError, MalformedResponse, ServerError, TruncatedResponse
+from citeq.messages import encode
+from citeq.models import ChatRequest, Request
+from citeq.pacing import Slot
+from citeq.queue import Queue
+from citeq.store import Store
+from citeq.worker import HandBack, ReceivedMessage, Worker, invocation_from
+
+MAX_RECEIVES = 6
+
+
+class Raising:
+    """An assistant client whose every chat raises ``error``."""
+
+    def __init__(self, error: CiteqError) -> None:
+        self.error = error
+        self.calls = 0
+
+    def chat(self, request: Any, **_: Any) -> Any:
+        self.calls += 1
+        raise self.error
+
+
+class Recording:
+    """A pacer that lets every call go and records what the worker tells it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def acquire(self, assistant: str, request_id: str) -> Slot:
+        return Slot()
+
+    def settle(self, assistant: str, request_id: str, prompt_tokens: int) -> None:
+        self.calls.append(("settle", request_id, str(prompt_tokens)))
+
+    def release(self, assistant: str, request_id: str) -> None:
+        self.calls.append(("release", request_id))
+
+    def throttled(self, assistant: str, request_id: str, retry_after: float | None) -> tuple[float, str]:
+        raise AssertionError("not a 429")
+
+    def pause(self, assistant: str, request_id: str, reason: str) -> tuple[float, str]:
+        raise AssertionError("not a 403")
+
+
+def _run(
+    aws: dict[str, str], error: CiteqError, receive_count: int = 1, pacer: Recording | None = None
+) -> tuple[Store, Raising, Any]:
+    store = Store(aws["ResultsTable"])
+    store.put_request(Request("r-1", ChatRequest.ask("q", "a")), dispatch="tok")
+    item = store.get("r-1")
+    assert item is not None
+    client = Raising(error)
+    client_any: Any = client
+    worker = Worker(
+        store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, pacer=pacer, rng=random.Random(1)
+    )
+    received = ReceivedMessage("m-1", encode(item), receive_count, "handle")
+    message = worker.decode(received)
+    assert message is not None
+    try:
+        outcome: Any = worker.process(message, received, invocation_from(60_000))
+    except HandBack as hand_back:
+        outcome = hand_back
+    return store, client, outcome
+
+
+def test_json_of_the_wrong_shape_fails_the_request_at_once(aws: dict[str, str]) -> None:
+    store, client, outcome = _run(aws, MalformedResponse("chat completion has an unexpected shape (KeyError)"))
+    assert outcome == {"request_id": "r-1", "status": "failed"} and client.calls == 1
+    item = store.get("r-1")
+    assert item is not None and item.status == "failed"
+    assert item.error is not None and item.error["type"] == "MalformedResponse"
+
+
+def test_a_truncated_body_goes_back_to_the_queue_with_a_delay(aws: dict[str, str]) -> None:
+    store, client, outcome = _run(aws, TruncatedResponse("chat completion: response body was cut off"))
+    assert isinstance(outcome, HandBack) and outcome.delay >= 1.0 and client.calls == 1
+    item = store.get("r-1")
+    assert item is not None and (item.status, item.failures) == ("queued", 1)
+    assert item.error is not None and item.error["type"] == "TruncatedResponse"
+
+
+@pytest.mark.parametrize("receive_count", [MAX_RECEIVES, MAX_RECEIVES + 1])
+def test_a_truncated_body_on_the_last_receive_fails_the_request(aws: dict[str, str], receive_count: int) -> None:
+    store, _, outcome = _run(aws, TruncatedResponse("cut off"), receive_count)
+    assert outcome == {"request_id": "r-1", "status": "failed"}
+    item = store.get("r-1")
+    assert item is not None and item.status == "failed"
+    assert item.error is not None and item.error["message"].startswith("gave up after")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (MalformedResponse("wrong shape"), ("settle", "r-1", "0")),
+        (TruncatedResponse("cut off"), ("settle", "r-1", "0")),
+        (ServerError("busy", status=503), ("release", "r-1")),
+    ],
+    ids=["malformed", "truncated", "server-error"],
+)
+def test_a_200_the_client_could_not_read_keeps_its_budget_reservation(
+    aws: dict[str, str], error: CiteqError, expected: tuple[str, ...]
+) -> None:
+    pacer = Recording()
+    _run(aws, error, pacer=pacer)
+    assert pacer.calls == [expected]
