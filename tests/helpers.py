@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "samples" / "docs"
@@ -28,6 +30,11 @@ class Admin:
     def __init__(self, url: str) -> None:
         self.url = url
         self.http = requests.Session()
+        # A pooled keep-alive connection the server has just closed fails the next call with RemoteDisconnected
+        # (an HTTP race, not an emulator fault): the idempotent admin calls are sent again on a new connection.
+        retry = Retry(total=3, connect=3, read=2, status=0, backoff_factor=0.05,
+                      allowed_methods=frozenset({"GET", "PUT", "DELETE", "PATCH"}))
+        self.http.mount("http://", HTTPAdapter(max_retries=retry))
 
     def faults(self, **config: Any) -> None:
         """Replace the fault config."""
