@@ -264,6 +264,7 @@ def _temperature(value: Any) -> float:
 def _filter(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError("filter must be a JSON object")
+    check_text(value, field="filter")  # a NaN the caller's own json.loads let in would never be sent
     return value
 
 
@@ -369,8 +370,11 @@ class ChatRequest:
         """``{"assistant"?, "question" | "messages", <options>...}`` -> a checked request (other keys ignored);
         ValidationError with the reason. ``default_assistant`` (CITEQ_ASSISTANT) applies when none is given."""
         messages = parse_messages(raw.get("question"), raw.get("messages"))
-        assistant = raw.get("assistant") or default_assistant
-        if not assistant:
+        # Only an absent (or null) assistant takes the default: "" or false is a mistake, not "the default".
+        assistant = raw.get("assistant")
+        if assistant is None:
+            assistant = default_assistant
+        if assistant is None:
             raise ValidationError("no assistant: give one or set CITEQ_ASSISTANT")
         return cls(check_assistant(assistant), messages, ChatOptions.parse(raw))
 
