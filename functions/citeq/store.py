@@ -296,7 +296,7 @@ class Store:
             item["gsi1sk"] = _s(f"{request.seq:08d}")
         if request.custom_id is not None:
             item["custom_id"] = _s(request.custom_id)
-        if request.metadata:
+        if request.metadata is not None:  # {} is kept as {}: what the caller sent comes back
             item["metadata"] = _j(request.metadata)
         if request.callback_url:
             item["callback"] = _j({"url": request.callback_url})

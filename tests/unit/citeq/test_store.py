@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields, replace
 
 import pytest
 
+from citeq import intake
 from citeq.errors import ItemTooLarge
 from citeq.models import ChatRequest, Request, RequestRecord
 from citeq.store import COMPRESS_ABOVE, Store
@@ -173,3 +175,26 @@ def test_transaction_conflicts_are_retried_then_reported() -> None:
     with pytest.raises(StoreError, match="TransactionCanceledException"):
         Store("t", client=stuck, sleep=waits.append).cancel(item)
     assert stuck.calls == 6
+
+
+@pytest.mark.parametrize("metadata", [{}, {"team": "ops", "n": 10**30, "none": None}, None])
+def test_put_request_every_field_reads_back_unchanged(store: Store, metadata: dict[str, object] | None) -> None:
+    line = {
+        "custom_id": " q-1 ",
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ],
+        "model": "gpt-4o",
+        "temperature": 1,
+        "filter": {"kind": {"$in": ["manual", 2.5]}},
+        "context_options": {"top_k": 4, "multimodal": False},
+        "metadata": metadata,
+        "callback_url": "https://hooks.example.com/cb",
+    }
+    request = replace(intake.validate(line, "main"), request_id="r-rt", batch_id="b-rt", seq=7, caller="key:0123")
+    assert store.put_request(request)
+    record = store.get("r-rt")
+    assert record is not None
+    assert {f.name: getattr(record, f.name) for f in fields(Request)} == request.__dict__
