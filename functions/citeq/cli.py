@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from citeq import batch, dlq, export
 from citeq.callbacks import caller_secret
@@ -27,10 +27,19 @@ from citeq.errors import (
     TransportError,
     ValidationError,
 )
-from citeq.models import Answer, BatchInfo, ChatRequest, Citation, Reference
+from citeq.models import OPTIONS, Answer, BatchInfo, ChatRequest, Citation, Reference
 from citeq.progress import Pacing, Progress
+from citeq.text import loads
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILURES = 0, 1, 2, 3
+# `ask`'s help for the chat options it knows; an option without a line here gets its name and cell kind.
+OPTION_HELP = {
+    "model": "model, e.g. gpt-4o (default: the service's)",
+    "temperature": "0-2 (default: the service's)",
+    "filter": 'metadata filter as JSON, e.g. \'{"kind": "manual"}\'',
+    "context_options": "how much context is retrieved, as JSON, e.g. '{\"top_k\": 4}' (prints the whole answer: "
+    "the standard chat does not stream it)",
+}
 
 
 def _ref_name(ref: Reference) -> str:
@@ -71,19 +80,33 @@ def format_answer(answer: Answer) -> str:
     return "".join(out) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-def _ask(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
-    filter_ = None
-    if args.filter:
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_value(name: str, value: str) -> Any:
+    """One ``ask`` option flag's text -> its value, spelled as a CSV cell spells the option (``Option.cell``)."""
+    cell = OPTIONS[name].cell
+    if cell == "json":
+        return loads(value, what=_flag(name))
+    if cell == "number":
         try:
-            filter_ = json.loads(args.filter)
-        except ValueError as exc:
-            raise ValidationError(f"--filter is not valid JSON: {exc}") from None
+            return float(value)
+        except ValueError:
+            raise ValidationError(f"{_flag(name)} must be a number") from None
+    return value
+
+
+def _ask(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    # Every chat option has its flag (built from OPTIONS), so a new option reaches `ask` with no edit here.
+    options = {name: _option_value(name, value) for name in OPTIONS if (value := getattr(args, name)) is not None}
     client = factory.client()
     asked = ChatRequest.parse(
-        {"question": args.question, "assistant": args.assistant, "model": args.model, "filter": filter_},
+        {"question": args.question, "assistant": args.assistant, **options},
         default_assistant=factory.settings.assistant,
     )
-    if args.no_stream or args.json:
+    # An option only the standard chat takes (context_options) has no stream: the whole answer is printed.
+    if args.no_stream or args.json or asked.options.standard_only:
         answer = client.chat(asked)
         out.write(json.dumps(answer.to_dict(), indent=2) + "\n" if args.json else format_answer(answer) + "\n")
         return EXIT_OK
@@ -245,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer one question directly (no AWS)")
     ask.add_argument("question")
     ask.add_argument("--assistant", help="assistant name (default: $CITEQ_ASSISTANT)")
-    ask.add_argument("--model", help="model, e.g. gpt-4o (default: the service's)")
-    ask.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"kind": "manual"}\'')
+    for name, option in OPTIONS.items():
+        ask.add_argument(_flag(name), dest=name, help=OPTION_HELP.get(name, f"{name} ({option.cell})"))
     ask.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
     ask.set_defaults(run=_ask)

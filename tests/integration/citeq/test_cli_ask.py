@@ -94,3 +94,33 @@ def test_console_script_runs_against_the_emulator(emulator: EmulatorServer) -> N
     result = subprocess.run([script, "ask", QUESTION], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "[1] lumen-api-guide.pdf, pp. 2" in result.stdout
+
+
+def test_ask_context_options_prints_the_whole_answer_from_the_standard_chat(emulator: EmulatorServer) -> None:
+    plain = _run(["ask", "--no-stream", QUESTION], _settings(emulator))[1]
+    # Streamed by default, but the standard chat that takes context_options has no stream: no error, one answer.
+    code, out, err = _run(["ask", "--context-options", '{"top_k": 16}', QUESTION], _settings(emulator))
+    assert code == EXIT_OK, err
+    assert out.strip() == plain.strip()
+    code, out, _ = _run(["ask", "--json", "--context-options", '{"top_k": 16}', QUESTION], _settings(emulator))
+    assert code == EXIT_OK
+    assert json.loads(out)["citations"][0]["references"][0]["file"]["name"] == "lumen-api-guide.pdf"
+
+
+def test_ask_every_chat_option_has_a_flag_checked_like_everywhere_else(emulator: EmulatorServer) -> None:
+    code, _, err = _run(
+        ["ask", "--temperature", "0.5", "--model", "gpt-4o", "--no-stream", QUESTION], _settings(emulator)
+    )
+    assert code == EXIT_OK, err
+    for argv, words in [
+        (["--context-options", '{"top_k": 0}'], "context_options.top_k must be an integer from 1 to 64"),
+        (
+            ["--context-options", '{"top_k": 4, "top_k": 5}'],
+            "--context-options: the key 'top_k' appears more than once",
+        ),
+        (["--temperature", "hot"], "--temperature must be a number"),
+        (["--temperature", "nan"], "temperature must be a number from 0 to 2"),
+        (["--filter", '{"kind": NaN}'], "--filter: NaN is not a JSON number"),
+    ]:
+        code, _, err = _run(["ask", *argv, QUESTION], _settings(emulator))
+        assert code == EXIT_USAGE and words in err, (argv, err)
