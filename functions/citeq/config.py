@@ -10,6 +10,7 @@ functions within that time).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -257,8 +258,10 @@ class Settings:
                 value = kind(raw)
             except ValueError:
                 raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+            # not (value > 0), not value <= 0: NaN compares false both ways (a heartbeat of NaN never beat), and
+            # inf (or 1e999) is no timeout or window at all.
+            if not value > 0 or value == math.inf:
+                raise ConfigurationError(f"{name} must be positive and finite, got {raw!r}")
             return value
 
         key = text(PINECONE_API_KEY)

@@ -140,10 +140,24 @@ def test_argument_beats_environment_beats_default() -> None:
     assert Settings.from_env({}).read_timeout == 120.0
 
 
-@pytest.mark.parametrize(("name", "value"), [("CITEQ_READ_TIMEOUT", "soon"), ("CITEQ_MAX_ATTEMPTS", "-1")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CITEQ_READ_TIMEOUT", "soon"),
+        ("CITEQ_MAX_ATTEMPTS", "-1"),
+        ("CITEQ_HEARTBEAT_SECONDS", "abc"),
+        ("CITEQ_HEARTBEAT_SECONDS", "nan"),
+        ("CITEQ_READ_TIMEOUT", "inf"),
+        ("CITEQ_CONNECT_TIMEOUT", "1e999"),
+        ("CITEQ_TOKEN_WINDOW_SECONDS", "-inf"),
+        ("CITEQ_TOKENS_PER_MINUTE", "-5"),
+        ("CITEQ_TOKENS_PER_MINUTE", "lots"),
+    ],
+)
 def test_invalid_number_names_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ConfigurationError, match=name):
+    with pytest.raises(ConfigurationError, match=f"^{name} must ") as info:
         Settings.from_env({name: value})
+    assert repr(value) in str(info.value)
 
 
 def test_missing_required_value_names_the_variable() -> None:
