@@ -291,8 +291,10 @@ class AssistantClient:
         request = self._request_for(request)
         if request.options.standard_only:
             standard = ", ".join(name for name, option in OPTIONS.items() if option.standard_only)
-            raise ValidationError(f"{standard} need a default (non-streamed) answer: streams use the "
-                                  "OpenAI-compatible endpoint, which does not take them")
+            raise ValidationError(
+                f"{standard} need a default (non-streamed) answer: streams use the "
+                "OpenAI-compatible endpoint, which does not take them"
+            )
         url = self._chat_url(request, deadline)
 
         def open_stream() -> requests.Response:
@@ -333,13 +335,21 @@ def answer_from_completion(payload: Any) -> Answer:
         raise MalformedResponse(f"chat completion has an unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
+def _typed(value: Any, kind: type[T], what: str) -> T:
+    """``value`` if it is a ``kind`` (never a bool for int), else TypeError naming ``what``: a 200 whose fields
+    have other types is malformed, not coerced (``int(1.7)`` or ``str(None)`` would make up an answer)."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{what} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
 def answer_from_chat(payload: Any) -> Answer:
     """A standard chat response (``ChatModel``: ``{"id", "model", "finish_reason", "message": {"role",
     "content"}, "usage", "citations": [{"position", "references": [{"file": {...}, "pages"}]}]}``,
     shared/reference §5) -> Answer, or MalformedResponse. Its content has no markers and its citations are
     structured already, with positions in that content."""
     try:
-        content = payload["message"]["content"] or ""
+        content = _typed(payload["message"]["content"] or "", str, "message.content")
         citations = []
         files: dict[str, FileRef] = {}
         for citation in payload.get("citations") or ():
@@ -348,12 +358,16 @@ def answer_from_chat(payload: Any) -> Answer:
                 data = ref.get("file")
                 file = None
                 if isinstance(data, dict):
+                    name = _typed(data["name"], str, "file.name")
                     file = files.setdefault(
-                        str(data["name"]),
-                        FileRef(str(data["name"]), data.get("signed_url"), data.get("id"), data.get("url_expires_at")),
+                        name, FileRef(name, data.get("signed_url"), data.get("id"), data.get("url_expires_at"))
                     )
-                references.append(Reference(file, tuple(int(p) for p in ref.get("pages") or ())))
-            citations.append(Citation(int(citation["position"]), tuple(references)))
+                references.append(Reference(file, tuple(_typed(p, int, "pages") for p in ref.get("pages") or ())))
+            # A position is an offset into this content, as the completion's markers give it (citeq.citations).
+            position = _typed(citation["position"], int, "position")
+            if not 0 <= position <= len(content):
+                raise ValueError(f"position {position} is outside the content ({len(content)} characters)")
+            citations.append(Citation(position, tuple(references)))
         return Answer(
             id=str(payload.get("id", "")),
             model=str(payload.get("model", "")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from citeq import batch, intake
 from citeq.client import answer_from_chat
-from citeq.errors import ValidationError
+from citeq.errors import MalformedResponse, ValidationError
 from citeq.messages import decode, encode
 from citeq.models import OPTIONS, ChatOptions, ChatRequest, Request, RequestRecord
 
@@ -123,6 +124,43 @@ def test_a_standard_chat_answer_becomes_the_same_answer_object() -> None:
     assert citation.position == 27 and citation.references[0].pages == (78, 79)
     assert citation.references[0].file is not None and citation.references[0].file.name == "10k.pdf"
     assert answer.to_dict()["citations"][0]["references"][0]["file"]["signed_url"] == "https://s/10k"
+
+
+def _chat_answer(content: object = "The CFO is Spencer Neumann.", **citation: object) -> dict[str, Any]:
+    reference = {"file": {"name": citation.pop("name", "10k.pdf")}, "pages": citation.pop("pages", [78])}
+    return {
+        "id": "1",
+        "model": "m",
+        "message": {"role": "assistant", "content": content},
+        "citations": [{"position": 27, "references": [reference], **citation}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_chat_answer(5), "message.content is int, not str"),
+        (_chat_answer(["The CFO"]), "message.content is list, not str"),
+        (_chat_answer(position=28), "position 28 is outside the content (27 characters)"),
+        (_chat_answer(position=-1), "position -1 is outside the content"),
+        (_chat_answer(position=True), "position is bool, not int"),
+        (_chat_answer(position=1.7), "position is float, not int"),
+        (_chat_answer(pages=[78.5]), "pages is float, not int"),
+        (_chat_answer(name=None), "file.name is NoneType, not str"),
+    ],
+)
+def test_a_standard_chat_answer_of_the_wrong_types_is_malformed_not_coerced(
+    payload: dict[str, Any], reason: str
+) -> None:
+    # Before: a content of 5 was stored as the answer's text, int(1.7) and str(None) made up a position and a
+    # file name, and a position past the content was kept; the completion endpoint's reader refuses the same.
+    with pytest.raises(MalformedResponse, match=re.escape(reason)):
+        answer_from_chat(payload)
+
+
+def test_a_standard_chat_answer_citing_the_end_of_its_content_is_read() -> None:
+    [citation] = answer_from_chat(_chat_answer()).citations
+    assert citation.position == 27 and citation.references[0].pages == (78,)
 
 
 def test_a_request_without_an_id_is_named_when_stored() -> None:
