@@ -270,6 +270,10 @@ class AssistantClient:
                 payload = response.json()
             except ValueError as exc:
                 raise TruncatedResponse("chat completion: response body was cut off or is not JSON") from exc
+            except RecursionError as exc:
+                # Complete JSON, but nested past what the parser can read: no answer has that shape (before, an
+                # unexpected error the worker re-asked until its receives ran out, and a 500 from the relay).
+                raise MalformedResponse("chat completion: response body is nested too deeply to read") from exc
             return read_answer(payload)
 
         return self._retrying(attempt, deadline, f"chat {request.assistant}")

@@ -107,6 +107,14 @@ def test_chat_with_json_of_the_wrong_shape_is_a_permanent_malformed_response(
     assert isinstance(raised.value.__cause__, KeyError | IndexError | TypeError)
 
 
+def test_chat_with_a_body_nested_past_the_parser_is_a_permanent_malformed_response(sleeps: list[float]) -> None:
+    adapter = Canned(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(MalformedResponse, match="nested too deeply") as raised:
+        client_with(adapter, sleeps).chat("q")
+    assert type(raised.value) is MalformedResponse and isinstance(raised.value.__cause__, RecursionError)
+    assert adapter.calls == 1 and sleeps == []
+
+
 def test_chat_with_a_well_formed_body_is_an_answer(sleeps: list[float]) -> None:
     answer = client_with(Canned(json.dumps(COMPLETION).encode()), sleeps).chat("q")
     assert answer.content == "Wait." and answer.citations[0].position == 4
