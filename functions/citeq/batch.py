@@ -161,8 +161,10 @@ def _records_csv(text: str) -> Iterator[tuple[int, Any]]:
         except ValidationError as exc:
             yield number, exc
             continue
-        if extra:
-            record["metadata"] = {**extra, **(record.get("metadata") or {})}
+        # A metadata cell that is not an object is left for Request.parse to refuse with its reason (merging the
+        # other columns into it raised TypeError and ended the whole parse).
+        if extra and isinstance(record.get("metadata", {}), dict):
+            record["metadata"] = {**extra, **record.get("metadata", {})}
         yield number, record
 
 

@@ -132,3 +132,13 @@ def test_chat_proxy_odd_body_is_a_400_before_anything_goes_upstream(body: str) -
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_chat_proxy_streamed_context_options_is_a_clear_400() -> None:
+    from stream.app import create_app
+
+    http = TestClient(create_app(_settings(), store=RecordingStore()))  # type: ignore[arg-type]
+    body = {"messages": [{"role": "user", "content": "Why?"}], "stream": True, "context_options": {"top_k": 4}}
+    response = http.post("/assistant/chat/main/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("context_options need a default (non-streamed) answer")

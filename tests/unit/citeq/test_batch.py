@@ -244,3 +244,28 @@ def test_csv_extra_cells_and_bad_json_cells_are_line_errors() -> None:
         (2, "row has more cells than the header"),
         (3, "the metadata cell"),
     ]
+
+
+def test_csv_metadata_cell_not_an_object_beside_extra_columns_is_a_line_error() -> None:
+    text = 'custom_id,question,metadata,team\na,q,[1],ops\nb,q,"""s""",ops\nc,q,"{""k"": 1}",ops\nd,q,,ops\n'
+    parsed = parse(text, fmt="csv", default_assistant="m")
+    assert [(e.line, e.reason) for e in parsed.errors] == [
+        (2, "metadata must be a JSON object"),
+        (3, "metadata must be a JSON object"),
+    ]
+    assert [i.request.metadata for i in parsed.items] == [{"team": "ops", "k": 1}, {"team": "ops"}]
+
+
+def test_csv_a_cell_for_every_option_is_read_as_a_jsonl_line_is() -> None:
+    csv_text = (
+        "custom_id,question,assistant,model,temperature,filter,context_options,callback_url\n"
+        'a,q,main,gpt-4o,0.5,"{""kind"": ""manual""}","{""top_k"": 4, ""multimodal"": false}",https://h.example.com/x\n'
+    )
+    jsonl = (
+        '{"custom_id": "a", "question": "q", "assistant": "main", "model": "gpt-4o", "temperature": 0.5, '
+        '"filter": {"kind": "manual"}, "context_options": {"top_k": 4, "multimodal": false}, '
+        '"callback_url": "https://h.example.com/x"}'
+    )
+    [from_csv] = parse(csv_text, fmt="csv", default_assistant="m").items
+    [from_jsonl] = parse(jsonl, fmt="jsonl", default_assistant="m").items
+    assert from_csv.request == from_jsonl.request and from_csv.request.chat.endpoint == ""
