@@ -90,6 +90,24 @@ def test_the_queue_body_round_trips_the_whole_request() -> None:
     assert json.loads(encode(request))["options"]["context_options"] == {"top_k": 4, "snippet_size": 1024}
 
 
+# A body as the pydantic RequestMessage wrote it before issue 13 (model_dump_json(exclude_none=True)): every
+# option of the time, a callback object, generation always present, no caller.
+OLD_BODY = (
+    '{"v":1,"request_id":"b_1-000001","batch_id":"b_1","custom_id":"q-1","seq":1,"assistant":"main",'
+    '"messages":[{"role":"user","content":"Why?"},{"role":"assistant","content":"Because."},'
+    '{"role":"user","content":"Why not?"}],"options":{"model":"gpt-4o","temperature":0.2,"filter":{"k":"v"}},'
+    '"callback":{"url":"https://hooks.example.com/cb"},"generation":0,"dispatch":"0123456789abcdef"}'
+)
+
+
+def test_a_v1_body_written_before_the_one_model_decodes_and_encodes_back_byte_for_byte() -> None:
+    record = decode(OLD_BODY)
+    assert record.chat.options == ChatOptions("gpt-4o", 0.2, {"k": "v"})
+    assert (record.callback_url, record.caller, record.generation) == ("https://hooks.example.com/cb", None, 0)
+    assert record.question == "Why not?" and record.chat.endpoint == "/chat/completions"
+    assert encode(record) == OLD_BODY
+
+
 def test_the_body_builder_and_endpoint_follow_the_options() -> None:
     plain = ChatRequest.ask("q", "main", model="gpt-4.1")
     assert plain.endpoint == "/chat/completions"
