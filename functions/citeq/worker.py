@@ -148,7 +148,7 @@ class Worker:
         error = {"type": "ValidationError", "message": reason, "http_status": None}
         try:
             request_id = json.loads(delivery.body).get("request_id")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: a body nested past the parser
             request_id = None
         item = self.store.get(request_id) if isinstance(request_id, str) and request_id else None
         if item is not None:

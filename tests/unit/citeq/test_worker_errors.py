@@ -5,6 +5,7 @@ counted it), where any other failure gives it back."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from citeq.errors import CiteqError, MalformedResponse, ServerError, TruncatedResponse
 from citeq.messages import encode
-from citeq.models import ChatRequest, Request
+from citeq.models import ChatOptions, ChatRequest, Message, Request
 from citeq.pacing import Slot
 from citeq.queue import Queue
 from citeq.store import Store
@@ -117,3 +118,30 @@ def test_a_200_the_client_could_not_read_keeps_its_budget_reservation(
     pacer = Recording()
     _run(aws, error, pacer=pacer)
     assert pacer.calls == [expected]
+
+
+def _worker(store: Store, aws: dict[str, str]) -> Worker:
+    client: Any = Raising(ServerError("never called", status=500))
+    return Worker(store, client, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, rng=random.Random(1))
+
+
+def test_a_message_written_before_nan_was_refused_fails_its_request_with_the_reason(aws: dict[str, str]) -> None:
+    # Intake refuses NaN now; a request stored before then is still owed its message, which carries "NaN".
+    store = Store(aws["ResultsTable"])
+    chat = ChatRequest("a", (Message("user", "q"),), ChatOptions(filter={"k": math.nan}))
+    store.put_request(Request("r-nan", chat), dispatch="tok")
+    item = store.get("r-nan")
+    assert item is not None and "NaN" in encode(item)
+    assert _worker(store, aws).decode(ReceivedMessage("m-nan", encode(item), 1, "handle")) is None
+    failed = store.get("r-nan")
+    assert failed is not None and failed.status == "failed" and failed.error is not None
+    assert "NaN is not a JSON number" in failed.error["message"]
+
+
+def test_a_body_nested_past_the_parser_is_kept_as_a_failed_record_not_a_crash(aws: dict[str, str]) -> None:
+    store = Store(aws["ResultsTable"])
+    body = '{"v": 1, "request_id": "r-deep", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert _worker(store, aws).decode(ReceivedMessage("m-deep", body, 1, "handle")) is None
+    kept = store.get("malformed-m-deep")
+    assert kept is not None and kept.status == "failed" and kept.error is not None
+    assert "nested more than" in kept.error["message"]
