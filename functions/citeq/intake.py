@@ -40,8 +40,6 @@ def validate(
     """One HTTP/webhook request body (a batch line's fields, ``custom_id`` optional) -> a Request, or
     ValidationError with the reason; writes nothing. With ``resolve`` a callback host whose name resolves to an
     internal address is refused here (a 400)."""
-    if not isinstance(payload, dict):
-        raise ValidationError("the body must be a JSON object")
     request = Request.parse(
         payload,
         default_assistant=default_assistant,

@@ -27,6 +27,8 @@ WHSEC = "whsec_" + base64.b64encode(b"entrance-test-secret-of-32-bytes").decode(
 HEAD = '{"custom_id": "q-1", "callback_url": "https://hooks.example.com/cb", '
 
 BODIES = [
+    pytest.param('["Why?"]', "a request must be a JSON object", id="a-list"),
+    pytest.param("null", "a request must be a JSON object", id="null"),
     pytest.param(HEAD + '"question": "Why?", "filter": {"kind": NaN}}', "NaN is not a JSON number", id="nan"),
     pytest.param(HEAD + '"question": "Why?", "metadata": {"n": Infinity}}', "Infinity is not a JSON number", id="inf"),
     pytest.param(HEAD + '"question": "Why?", "filter": {"n": 1e400}}', "1e400 is too large a number", id="1e400"),
