@@ -265,12 +265,16 @@ class Settings:
             return value
 
         key = text(PINECONE_API_KEY)
+        assistant = text(ASSISTANT)
+        if assistant is not None and not ASSISTANT_NAME.match(assistant):
+            # Else every request without its own assistant would be refused as the caller's mistake (a 400).
+            raise ConfigurationError(f"{ASSISTANT} must be 1-63 lowercase letters, digits or '-', got {assistant!r}")
         callback = text(CALLBACK_SECRET)
         webhook = text(WEBHOOK_SECRETS)
         values: dict[str, Any] = {
             "api_key": Secret(key) if key else None,
             "api_key_secret": text(API_KEY_SECRET),
-            "assistant": text(ASSISTANT),
+            "assistant": assistant,
             "pinecone_host": (text(PINECONE_HOST) or DEFAULT_PINECONE_HOST).rstrip("/"),
             "assistant_host": (text(ASSISTANT_HOST) or "").rstrip("/") or None,
             "api_version": text(API_VERSION) or DEFAULT_API_VERSION,

@@ -125,6 +125,7 @@ def test_a_missing_required_setting_names_its_variable(setting: str, variable: s
         ("CITEQ_API_KEY_HASHES", f"{DIGEST}:Not_A_Name", "entry 1 names an invalid assistant"),
         ("CITEQ_HEARTBEAT_SECONDS", "0", "must be positive"),
         ("POWERTOOLS_METRICS_DISABLED", "perhaps", "must be true or false"),
+        ("CITEQ_ASSISTANT", "My Assistant", "must be 1-63 lowercase letters, digits or '-', got 'My Assistant'"),
     ],
 )
 def test_a_malformed_value_names_the_variable_and_never_a_digest(variable: str, value: str, why: str) -> None:
