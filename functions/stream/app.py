@@ -162,6 +162,9 @@ async def chat_completions(request: Request) -> Response:
         return _error(400, exc.reason)
     if not isinstance(body, dict):
         return _error(400, "request body must be a JSON object")
+    if not isinstance(body.get("stream"), bool | None):
+        # "false" (a string) is truthy: it would have opened a stream the caller said it did not want.
+        return _error(400, "stream must be true or false")
     client = _service(request).client
     try:
         # Fields other than the chat request's and "stream" are ignored, as OpenAI-compatible servers do.

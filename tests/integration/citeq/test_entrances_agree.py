@@ -120,8 +120,10 @@ def test_every_entrance_odd_body_refused_with_the_same_reason_and_nothing_writte
     [
         '{"messages": [{"role": "user", "content": "Why?"}], "filter": {"kind": NaN}}',
         '{"messages": [{"role": "user", "content": "Why?"}], "temperature": 0.1, "temperature": 1.5}',
+        '{"messages": [{"role": "user", "content": "Why?"}], "stream": "false"}',
+        '{"messages": [{"role": "user", "content": "Why?"}], "stream": 1}',
     ],
-    ids=["nan", "duplicate-key"],
+    ids=["nan", "duplicate-key", "stream-string", "stream-number"],
 )
 def test_chat_proxy_odd_body_is_a_400_before_anything_goes_upstream(body: str) -> None:
     from stream.app import create_app
