@@ -85,6 +85,13 @@ def _j(value: Any) -> Attr:
     return {"S": json.dumps(value, separators=(",", ":"))}
 
 
+def _j_input(value: Any) -> Attr:
+    """A request's input as stored: UTF-8 as is, so it takes the bytes ``Request.input_bytes`` counts (escaped,
+    a CJK character took 6 bytes instead of 3, and a request inside the limits could pass DynamoDB's 400 KB item
+    with its answer). Safe because every entrance refused lone surrogates (``citeq.text.check_text``)."""
+    return {"S": json.dumps(value, separators=(",", ":"), ensure_ascii=False)}
+
+
 def _get_s(item: dict[str, Attr], name: str) -> str | None:
     value = item.get(name)
     return value["S"] if value and "S" in value else None
@@ -280,8 +287,8 @@ class Store:
             "request_id": _s(request.request_id),
             "status": _s("queued"),
             "assistant": _s(request.chat.assistant),
-            "messages": _j([m.to_dict() for m in request.chat.messages]),
-            "options": _j(request.chat.options.to_dict()),
+            "messages": _j_input([m.to_dict() for m in request.chat.messages]),
+            "options": _j_input(request.chat.options.to_dict()),
             "attempts": _n(0),
             # The message this new request is owed: the stream dispatcher sends it (the write is the enqueue).
             "dispatch": _s(dispatch or new_token()),
@@ -297,9 +304,9 @@ class Store:
         if request.custom_id is not None:
             item["custom_id"] = _s(request.custom_id)
         if request.metadata is not None:  # {} is kept as {}: what the caller sent comes back
-            item["metadata"] = _j(request.metadata)
+            item["metadata"] = _j_input(request.metadata)
         if request.callback_url:
-            item["callback"] = _j({"url": request.callback_url})
+            item["callback"] = _j_input({"url": request.callback_url})
         if request.caller:
             item["caller"] = _s(request.caller)
         return item

@@ -198,3 +198,18 @@ def test_put_request_every_field_reads_back_unchanged(store: Store, metadata: di
     record = store.get("r-rt")
     assert record is not None
     assert {f.name: getattr(record, f.name) for f in fields(Request)} == request.__dict__
+
+
+def test_put_request_stores_its_input_in_the_bytes_input_bytes_counts(store: Store) -> None:
+    # The answer gets what input_bytes leaves of the item; stored \u-escaped, CJK text took twice that (moto does
+    # not hold items to 400 KB, so the sizes are compared here).
+    request = intake.validate(
+        {"messages": [{"role": "user", "content": "質問" * 1_000}], "metadata": {"備考": "漢字" * 20_000}}, "main"
+    )
+    request = replace(request, request_id="r-utf8")
+    assert store.put_request(request)
+    raw = store.client.get_item(TableName=store.table, Key={"pk": {"S": "REQ#r-utf8"}, "sk": {"S": "REQ"}})["Item"]
+    stored = sum(len(raw[name]["S"].encode()) for name in ("messages", "options", "metadata"))
+    assert stored <= request.input_bytes()
+    record = store.get("r-utf8")
+    assert record is not None and record.metadata == request.metadata and record.chat == request.chat
