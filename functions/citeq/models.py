@@ -240,7 +240,8 @@ def parse_messages(question: Any = None, messages: Any = None) -> tuple[Message,
         if not any(m.role == "user" for m in items):
             raise ValidationError("messages need at least one user message")
         parsed = tuple(items)
-    size = len(json.dumps([m.to_dict() for m in parsed]).encode())
+    # UTF-8 as is, as the queue body and the store carry it (\u-escaped, a CJK question counted twice its size).
+    size = len(json.dumps([m.to_dict() for m in parsed], ensure_ascii=False).encode())
     if size > MAX_QUESTION_BYTES:
         raise ValidationError(
             f"question is {size:,} bytes; the limit is {MAX_QUESTION_BYTES:,} (it travels in one SQS message and is "

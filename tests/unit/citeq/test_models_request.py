@@ -202,3 +202,11 @@ def test_exporters_and_progress_read_records_without_the_dynamodb_module() -> No
     code = "import sys, citeq.export, citeq.progress; print('citeq.store' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_question_is_measured_in_the_utf8_bytes_it_travels_and_is_stored_in() -> None:
+    # 60,000 CJK characters are 180,000 bytes of UTF-8 (refused before as "360,033 bytes", counted \u-escaped).
+    [message] = ChatRequest.ask("漢" * 60_000, "main").messages
+    assert len(message.content.encode()) == 180_000
+    with pytest.raises(ValidationError, match=r"^question is 200,0\d\d bytes; the limit is 200,000"):
+        ChatRequest.ask("漢" * 66_667, "main")
