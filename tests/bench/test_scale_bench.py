@@ -112,13 +112,16 @@ try:
         export_s = max(0.0, export_s - startup_s)
         with open(output) as handle:
             assert sum(1 for _ in handle) == size
+        # The export's reads alone (the same queries, nothing written): how much of the export is the table's.
+        started = time.perf_counter()
         latency_ms = {i.request_id: i.latency_ms or 0 for i in store.iter_batch(batch_id)}
+        read_s = time.perf_counter() - started
     with lock:
         own = sum(seconds - max(latency_ms.get(r, 0) for r in ids) / 1000 for seconds, ids in invocations)
         lambda_s = sum(seconds for seconds, _ in invocations)
         count = len(invocations)
     say("figures", size=size, submit_s=submit_s, submit_kb=submit_kb, drain_s=drain_s, export_s=export_s,
-        export_kb=export_kb, own_ms_per_q=own / size * 1000, worker_kb=hwm_kb(), worker_before_kb=before,
+        export_kb=export_kb, read_s=read_s, own_ms_per_q=own / size * 1000, worker_kb=hwm_kb(), worker_before_kb=before,
         invocations=count, records=stack.poller.stats.records, lambda_s=lambda_s, startup_s=startup_s,
         assistant_ms_per_q=sum(latency_ms.values()) / size)
 finally:
@@ -191,7 +194,9 @@ def _line(run: dict[str, Any], base: dict[str, Any], prev: dict[str, Any]) -> st
         f"within 20%); submit {run['submit_s']:.1f} s = {_per(run, 'submit_s') * 1000:.2f} ms/question "
         f"({_x(_ratio(_per(run, 'submit_s'), _per(prev, 'submit_s')))} per question against {prev['size']:,}); "
         f"export {run['export_s']:.1f} s = {_per(run, 'export_s') * 1000:.2f} ms/question "
-        f"({_x(_ratio(_per(run, 'export_s'), _per(prev, 'export_s')))}); peak memory: worker process "
+        f"({_x(_ratio(_per(run, 'export_s'), _per(prev, 'export_s')))}), of which the batch's queries alone "
+        f"{_per(run, 'read_s') * 1000:.2f} ms/question ({_x(_ratio(_per(run, 'read_s'), _per(prev, 'read_s')))}); "
+        f"peak memory: worker process "
         f"{run['worker_kb'] / 1024:.0f} MB ({_x(_ratio(run['worker_kb'], base['worker_kb']))}), CLI submit "
         f"{run['submit_kb'] / 1024:.0f} MB ({_x(_ratio(run['submit_kb'], base['submit_kb']))}), CLI export "
         f"{run['export_kb'] / 1024:.0f} MB ({_x(_ratio(run['export_kb'], base['export_kb']))}); "
@@ -208,7 +213,7 @@ def _record(figures: Figures, run: dict[str, Any], base: dict[str, Any], prev: d
     figures.add(f"scale: citeq's own time per question at {at}", f"{run['own_ms_per_q']:.1f} ms",
                 f"{base['own_ms_per_q']:.1f} ms at {base['size']:,}", _ratio(run["own_ms_per_q"], base["own_ms_per_q"]),
                 "within 20% (0.8-1.2)")
-    for key, what in (("submit_s", "submission"), ("export_s", "export")):
+    for key, what in (("submit_s", "submission"), ("export_s", "export"), ("read_s", "export's queries alone,")):
         figures.add(f"scale: {what} time per question at {at}", f"{_per(run, key) * 1000:.2f} ms",
                     f"{_per(prev, key) * 1000:.2f} ms at {prev['size']:,}", _ratio(_per(run, key), _per(prev, key)),
                     "linear (~1 or less)")
