@@ -2,9 +2,10 @@
 
 Printed (nothing asserted about time): citeq's own time per question (each worker invocation's time minus its
 slowest assistant call, per record) against the 100-question run; submission and export time per question
-(linear growth: the ratio stays near 1); the peak memory of the process running the worker and of the CLI's
-submit and export (each in its own process, read from /proc's VmHWM), against the 100-question run. It also
-prints the invocation counts and durations the README's cost model is built from.
+against the size before (linear growth: the ratio stays near 1), and the export's queries alone; the peak
+memory of the process running the worker and of the CLI's submit and export (each in its own process, read
+from /proc's VmHWM), against the 100-question run. It also prints the invocation counts and durations the
+README's cost model is built from.
 
 Each size runs in a child process (its peak memory is then its own). The child prints its figures as soon as
 the export is checked, before it stops its stack, and the parent prints and records them (``out/bench.md``)
@@ -121,9 +122,9 @@ try:
         lambda_s = sum(seconds for seconds, _ in invocations)
         count = len(invocations)
     say("figures", size=size, submit_s=submit_s, submit_kb=submit_kb, drain_s=drain_s, export_s=export_s,
-        export_kb=export_kb, read_s=read_s, own_ms_per_q=own / size * 1000, worker_kb=hwm_kb(), worker_before_kb=before,
-        invocations=count, records=stack.poller.stats.records, lambda_s=lambda_s, startup_s=startup_s,
-        assistant_ms_per_q=sum(latency_ms.values()) / size)
+        export_kb=export_kb, read_s=read_s, own_ms_per_q=own / size * 1000, worker_kb=hwm_kb(),
+        worker_before_kb=before, invocations=count, records=stack.poller.stats.records, lambda_s=lambda_s,
+        startup_s=startup_s, assistant_ms_per_q=sum(latency_ms.values()) / size)
 finally:
     started = time.perf_counter()
     stack.stop()
