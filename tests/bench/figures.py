@@ -1,5 +1,9 @@
 """One table of every benchmark's figures: benchmarks record rows (``figures.add(...)``) beside what they print,
-and ``make bench`` writes them to ``out/bench.md`` (``CITEQ_BENCH_OUT`` elsewhere) when the session ends."""
+and ``make bench`` writes them to ``out/bench.md`` (``CITEQ_BENCH_OUT`` elsewhere).
+
+The table is rewritten after every row, so a run stopped part-way (a long scale size killed, a crash in a later
+benchmark's teardown) still leaves the rows measured so far; the first row of a session replaces the last
+session's table."""
 
 from __future__ import annotations
 
@@ -37,17 +41,31 @@ def machine() -> str:
     return f"{os.cpu_count()} x {model}, {memory:.0f} GB, Python {platform.python_version()}"
 
 
+def load() -> float | None:
+    """The 1-minute load average (the benchmark's own work included): how busy the machine was."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 @dataclass
 class Figures:
     """The rows recorded so far in this session."""
 
     rows: list[Row] = field(default_factory=list)
+    path: Path | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    loads: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, figure: str, value: str, baseline: str = "", ratio: float | None = None, goal: str = "") -> None:
-        """Record one row."""
+        """Record one row and rewrite the table with it."""
         with self._lock:
             self.rows.append(Row(figure, value, baseline, ratio, goal))
+            if (now := load()) is not None:
+                self.loads.append(now)
+            self.write(self.path)
 
     def markdown(self, when: datetime | None = None) -> str:
         """The table, with the machine and date under it."""
@@ -57,7 +75,10 @@ class Figures:
             ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
             lines.append(f"| {row.figure} | {row.value} | {row.baseline} | {ratio} | {row.goal} |")
         lines.append("")
-        lines.append(f"Machine: {machine()}. Date: {when:%Y-%m-%d %H:%M} UTC.")
+        busy = ""
+        if self.loads:
+            busy = f"; 1-minute load average {min(self.loads):.1f}-{max(self.loads):.1f} as rows were recorded"
+        lines.append(f"Machine: {machine()}. Run: {self.started:%Y-%m-%d %H:%M} to {when:%H:%M} UTC{busy}.")
         return "\n".join(lines) + "\n"
 
     def write(self, path: Path | None = None) -> Path:

@@ -24,6 +24,7 @@ import pytest
 from citeq import batch
 from citeq.store import Store
 from infra.local import LocalStack
+from tests.bench.figures import Figures
 from tests.helpers import ASSISTANT, Admin
 
 # CITEQ_BENCH_PACING_WINDOW=60 runs it at the real window (slower by as much).
@@ -161,7 +162,7 @@ def paced(request: pytest.FixtureRequest) -> Iterator[tuple[LocalStack, Admin, i
 
 
 def test_tokens_per_window_achieved_and_429_share_against_an_openai_thread_pool(
-    paced: tuple[LocalStack, Admin, int],
+    paced: tuple[LocalStack, Admin, int], figures: Figures
 ) -> None:
     stack, admin, limit = paced
     # Size the batch from the prompt sizes the emulator charges: one call measures them.
@@ -191,3 +192,12 @@ def test_tokens_per_window_achieved_and_429_share_against_an_openai_thread_pool(
         f"{citeq_run.share_of_limit * 100:.0f}% of the limit with {citeq_run.share_429 * 100:.1f}% 429s; the "
         f"baseline {baseline.answered / count * 100:.0f}% with {baseline.share_429 * 100:.1f}% 429s"
     )
+    at = f"pacing, limit {limit // 1000}k tokens per {WINDOW:g} s window"
+    figures.add(f"{at}: share of the limit used", f"{citeq_run.share_of_limit * 100:.0f}%",
+                f"openai pool of {POOL}: {baseline.share_of_limit * 100:.0f}%", None, ">= 85% (issue 10)")
+    figures.add(f"{at}: 429s, share of calls", f"{citeq_run.share_429 * 100:.1f}%",
+                f"openai pool of {POOL}: {baseline.share_429 * 100:.1f}%",
+                citeq_run.share_429 / baseline.share_429 if baseline.share_429 else None, "< 5% (issue 10)")
+    figures.add(f"{at}: batch answered", f"{citeq_run.answered / count * 100:.0f}%",
+                f"openai pool of {POOL}: {baseline.answered / count * 100:.0f}%",
+                citeq_run.answered / baseline.answered if baseline.answered else None, "all")

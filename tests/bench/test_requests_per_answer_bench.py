@@ -21,6 +21,7 @@ from typing import Any
 from citeq import batch
 from citeq.store import Store
 from infra.local import LocalStack
+from tests.bench.figures import Figures
 from tests.helpers import ASSISTANT
 
 QUESTIONS = 100
@@ -71,7 +72,7 @@ class Calls:
         client.meta.events.register(f"before-call.{service}", count, unique_id=f"bench-count-{component}")
 
 
-def test_dynamodb_and_sqs_requests_per_answered_question() -> None:
+def test_dynamodb_and_sqs_requests_per_answered_question(figures: Figures) -> None:
     with LocalStack(plan=None, latency="none", reconcile_every=3600) as stack:
         assert stack.poller and stack.stream_poller and stack.callback_poller
         store = Store(stack.table)
@@ -120,3 +121,12 @@ def test_dynamodb_and_sqs_requests_per_answered_question() -> None:
     ]
     assert worker_calls  # something was counted
     print("\n".join(lines))
+    before = "previous design (stated, not measured)"
+    figures.add(f"DynamoDB / SQS requests per answered question ({QUESTIONS})",
+                f"{dynamodb / per:.2f} / {sqs / per:.2f}", "", None, "the cost model's counts")
+    figures.add("worker transactions per answered question", f"{transactions:.2f}",
+                f"{BEFORE['transactions']:.0f}, {before}", transactions / BEFORE["transactions"],
+                "no more than before")
+    figures.add("transactional item writes per answered question", f"{items:.2f}",
+                f"{BEFORE['transaction_items']:.0f}, {before}", items / BEFORE["transaction_items"],
+                "fewer than before")
