@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from citeq.budget import CONFIRM, CUT, RECOVERY, RELAX, SAFETY, Schedule, TokenBudget
+from citeq.budget import CONFIRM, CUT, HORIZON, RECOVERY, RELAX, SAFETY, TRUSTED, Schedule, TokenBudget
 from citeq.pacing import Slot
 from citeq.store import Store
 
@@ -70,9 +70,12 @@ def test_the_first_call_goes_and_the_rest_wait_for_its_real_size(budget: TokenBu
 
 def test_a_reserved_slot_is_honoured_when_it_comes(budget: TokenBudget, clock: Clock) -> None:
     budget.acquire(ASSISTANT, "first")
-    budget.settle(ASSISTANT, "first", 20_000)
+    budget.settle(ASSISTANT, "first", 15_000)  # one size known: slots are reserved up to HORIZON / TRUSTED ahead
     waits = {rid: budget.acquire(ASSISTANT, rid).wait_until for rid in ("a1", "a2", "a3")}
-    assert all(w is not None for w in waits.values())
+    assert all(w is not None and w <= clock.now + HORIZON / TRUSTED for w in waits.values())
+    # A fourth is beyond that: it reserves nothing and asks again within that horizon, not HORIZON.
+    later = budget.acquire(ASSISTANT, "a4").wait_until
+    assert later is not None and later <= clock.now + HORIZON / TRUSTED and "a4" not in budget.read(ASSISTANT).slots
     order = sorted(waits, key=lambda rid: waits[rid])  # type: ignore[arg-type,return-value]
     clock.now = waits[order[0]]  # type: ignore[assignment]
     assert budget.acquire(ASSISTANT, order[0]).wait_until is None
@@ -118,9 +121,27 @@ def test_simulated_batch_never_overfills_a_window_and_uses_most_of_the_budget(
     assert share >= 0.85, share
 
 
-def _five_calls(budget: TokenBudget, clock: Clock) -> int:
-    """Five spaced calls of 12k tokens, answered; the tokens started in the window."""
-    for n in range(5):
+def test_simulated_batch_is_not_spaced_by_its_first_calls_sizes(aws: dict[str, str], clock: Clock) -> None:
+    # The first call happens to be the largest (25k) of a batch whose prompts average ~11k: slots reserved far
+    # ahead on that one size alone would space the whole batch ~2.3x too far apart.
+    budget = TokenBudget(Store(aws["ResultsTable"]), 300_000, wall=clock, rng=random.Random(7), sleep=lambda _: None)
+    rng = random.Random(4)
+    sizes = {"r0": 25_000, **{f"r{n}": rng.randint(9_000, 13_000) for n in range(1, 200)}}
+    start = clock.now
+    accepted, refused = _simulate(budget, clock, sizes, 300_000)
+    accepted.sort()
+    span = accepted[-1][0] - start
+    share = sum(n for _, n in accepted[:-1]) / (300_000 * span / 60.0)
+    print(f"\n[budget] first call 2.3x the mean: share of the limit {share:.3f}")
+    assert len(accepted) == 200 and refused == 0
+    # Reserving the whole horizon on that size gave 0.68; the outlier still weighs on the mean of the first few
+    # calls, so less than the 0.85 of a batch without one.
+    assert share >= 0.78, share
+
+
+def _five_calls(budget: TokenBudget, clock: Clock, count: int = 5) -> int:
+    """``count`` spaced calls ``r0``, ``r1``... of 12k tokens, answered; the tokens started in the window."""
+    for n in range(count):
         slot = budget.acquire(ASSISTANT, f"r{n}")
         if slot.wait_until is not None:  # spaced: its turn comes a few seconds later
             clock.now = slot.wait_until
@@ -160,37 +181,40 @@ def test_a_call_in_flight_between_refusals_keeps_them_from_counting_as_a_full_wi
     budget: TokenBudget, clock: Clock
 ) -> None:
     _five_calls(budget, clock)
-    _refused(budget, clock, "x1")
-    _refused(budget, clock, "x2")
-    slot = budget.acquire(ASSISTANT, "flying")  # started after x2; its answer has not come back yet
+    for n in range(CONFIRM - 1):
+        _refused(budget, clock, f"before{n}")
+    slot = budget.acquire(ASSISTANT, "flying")  # started after them; its answer has not come back yet
     if slot.wait_until is not None:
         clock.now = slot.wait_until
         assert budget.acquire(ASSISTANT, "flying").wait_until is None
-    _refused(budget, clock, "x3")
-    _refused(budget, clock, "x4")
-    # Three refusals in the window, but a call between them may still be accepted: no evidence of a full window.
-    assert budget.read(ASSISTANT).cut_rate is None
-    _refused(budget, clock, "x5")
-    # x3, x4 and x5 all started after it: the last CONFIRM calls to start were all refused.
-    assert CONFIRM == 3 and budget.read(ASSISTANT).cut_rate is not None
+    for n in range(CONFIRM - 1):
+        _refused(budget, clock, f"after{n}")
+    # More than CONFIRM refusals in the window, but a call between them may still be accepted: no evidence of a
+    # full window.
+    state = budget.read(ASSISTANT)
+    assert len(state.strikes) >= CONFIRM and state.cut_rate is None
+    _refused(budget, clock, "last")
+    # The last CONFIRM calls to start, all after it, were all refused.
+    assert budget.read(ASSISTANT).cut_rate is not None
 
 
 def test_refusals_in_a_row_cut_the_rate_once_per_window_then_it_recovers_under_what_was_refused(
     budget: TokenBudget, clock: Clock
 ) -> None:
-    started = _five_calls(budget, clock)
-    assert started == 60_000
+    calls = CONFIRM + 2
+    started = _five_calls(budget, clock, calls)
+    assert started == calls * 12_000
     for n in range(CONFIRM - 1):
-        _, reason = budget.throttled(ASSISTANT, f"r{4 - n}", None)
+        _, reason = budget.throttled(ASSISTANT, f"r{calls - 1 - n}", None)
         assert budget.read(ASSISTANT).cut_rate is None and "next slot" in reason
     counted = budget.read(ASSISTANT).used(clock.now)
-    until, reason = budget.throttled(ASSISTANT, f"r{4 - CONFIRM + 1}", None)
+    until, reason = budget.throttled(ASSISTANT, "r2", None)
     state = budget.read(ASSISTANT)
     # The refused call's tokens left the window's count: the rest is what the service let through.
     assert counted < started and state.refused == pytest.approx(counted - 12_000)
     assert state.effective(clock.now) == pytest.approx(state.refused * CUT)  # type: ignore[operator]
     assert "429" in reason and "cut to" in reason and until >= clock.now
-    budget.throttled(ASSISTANT, f"r{4 - CONFIRM}", None)  # the same burst: no second cut, but a lower cap
+    budget.throttled(ASSISTANT, "r1", None)  # the same burst: no second cut, but a lower cap
     again = budget.read(ASSISTANT)
     assert again.cut_at == state.cut_at and again.throttles == CONFIRM + 1
     assert again.refused == pytest.approx(counted - 24_000)  # not accepted either
