@@ -91,6 +91,9 @@ class BudgetState:
     strikes: list[float] = field(default_factory=list)
     # Calls told to go whose outcome is not known yet: request id -> start (epoch seconds).
     flying: dict[str, float] = field(default_factory=dict)
+    # Calls told to go in the last window, answered or not (refused ones leave): request id -> start (epoch
+    # seconds). A reserved slot whose time has come is not a call until its request comes for it.
+    called: dict[str, float] = field(default_factory=dict)
 
     def effective(self, now: float) -> float:
         """Tokens per minute aimed at now: the plan's limit (less the safety margin), or after a 429 the cut
@@ -124,17 +127,33 @@ class BudgetState:
         """Forget slots that have left every window."""
         self.slots = {rid: slot for rid, slot in self.slots.items() if slot[0] > now - self.window}
         self.flying = {rid: t for rid, t in self.flying.items() if t > now - self.window}
+        self.called = {rid: t for rid, t in self.called.items() if t > now - self.window}
 
     def go(self, request_id: str, start: float, now: float) -> Slot:
         """The answer for a request whose slot is at ``start``: go (noting its call as in flight) when that is
         now or a brief sleep away, else wait for it."""
         if start <= now + BRIEF:
-            self.flying[request_id] = start
+            self.flying[request_id] = self.called[request_id] = start
         return Slot() if start <= now else Slot(start, _waiting(self.effective(now)))
 
+    def made(self, but: str | None = None) -> list[tuple[float, float]]:
+        """``(start, tokens)`` of the calls made in the last window (all but ``but``'s): the calls the service
+        counts, at their real sizes once answered."""
+        return [(t, self.slots[rid][1]) for rid, t in self.called.items() if rid != but and rid in self.slots]
+
     def used(self, now: float) -> int:
-        """Tokens started in the last window (minute)."""
+        """Tokens of the slots started in the last window (minute), as ``citeq batch status`` shows them."""
         return int(sum(n for t, n in self.slots.values() if now - self.window < t <= now))
+
+    def counted(self, now: float) -> int:
+        """Tokens of the calls made in the last window: what the service has counted."""
+        return int(sum(n for t, n in self.made() if now - self.window < t <= now))
+
+    def drop(self, request_id: str) -> list[float] | None:
+        """Forget the request's slot and call (the service did not count it); returns the slot."""
+        self.flying.pop(request_id, None)
+        self.called.pop(request_id, None)
+        return self.slots.pop(request_id, None)
 
     def reserved_ahead(self, now: float) -> int:
         """Tokens reserved for calls that start later."""
@@ -154,6 +173,7 @@ class BudgetState:
             "throttles": self.throttles,
             "strikes": self.strikes,
             "flying": self.flying,
+            "called": self.called,
         }
         return {
             "pk": {"S": f"BUDGET#{assistant}"},
@@ -182,6 +202,7 @@ class BudgetState:
             throttles=int(body.get("throttles") or 0),
             strikes=[float(t) for t in body.get("strikes", [])],
             flying={k: float(v) for k, v in body.get("flying", {}).items()},
+            called={k: float(v) for k, v in body.get("called", {}).items()},
         )
 
 
@@ -348,11 +369,15 @@ class TokenBudget:
             # When a call starts, the real window (calls made meanwhile at their real sizes) must have room
             # for a large one, not just an average one.
             high = max(cost, state.estimate_high())
-            started = Schedule([(t, n) for t, n in others if t <= now], self.window)
+            # Only calls really made count here, not slots whose time has come before their requests did: when
+            # every request comes late (a backlog in the queue), a window of such slots turned every request
+            # away, each slipping into a window it then found full of the others' (a 2,000-question chaos run
+            # stopped answering for good).
+            started = Schedule(state.made(but=request_id), self.window)
             if held is not None and held[0] <= now + 1.0:
-                # Its slot has come. It goes before the slots planned after it: only calls already started
-                # count. Too full still (calls cost more than estimated, or it is late): it slips to when
-                # enough of them have left the window, usually seconds.
+                # Its slot has come. It goes before the slots planned after it: only calls already made count.
+                # Too full still (calls cost more than estimated, or it is late): it slips to when enough of
+                # them have left the window, usually seconds.
                 start = started.earliest(high, limit, now)
                 state.slots[request_id] = [start, cost]
                 outcome.append(state.go(request_id, start, now))
@@ -415,8 +440,8 @@ class TokenBudget:
         """Give back a reservation whose call the service did not count."""
 
         def change(state: BudgetState, now: float) -> bool | None:
-            flew = state.flying.pop(request_id, None) is not None
-            return True if state.slots.pop(request_id, None) is not None or flew else None
+            called = request_id in state.called or request_id in state.flying
+            return True if state.drop(request_id) is not None or called else None
 
         self._quietly(assistant, change)
 
@@ -426,12 +451,11 @@ class TokenBudget:
 
         def change(state: BudgetState, now: float) -> tuple[float, str]:
             state.throttles += 1
-            held = state.slots.pop(request_id, None)
-            state.flying.pop(request_id, None)
+            held = state.drop(request_id)
             # Refusals older than a window say nothing of the window now.
             state.strikes = [t for t in state.strikes if t > now - self.window]
             state.strikes = sorted([*state.strikes, held[0] if held is not None else now])
-            started = state.used(now)
+            started = state.counted(now)
             # Evidence of a full window: the last CONFIRM calls to start were all refused. A call that started
             # since the first of them and is still in flight may be accepted yet: under concurrency 429s come back
             # before the answers of calls started between them.
@@ -477,8 +501,7 @@ class TokenBudget:
         def change(state: BudgetState, now: float) -> tuple[float, str]:
             state.paused_until = now + self.pause_seconds
             state.pause_reason = f"quota answer (403): {reason}"
-            state.slots.pop(request_id, None)
-            state.flying.pop(request_id, None)
+            state.drop(request_id)
             return state.paused_until, f"assistant paused: {state.pause_reason}"
 
         try:

@@ -85,6 +85,27 @@ def test_a_reserved_slot_is_honoured_when_it_comes(budget: TokenBudget, clock: C
     assert len(budget.read(ASSISTANT).slots) == 4  # first, a1, a2, a3: one slot each
 
 
+def test_slots_whose_requests_have_not_come_do_not_turn_away_a_request_that_has(
+    budget: TokenBudget, clock: Clock
+) -> None:
+    for n in range(TRUSTED):  # sizes known (mean 16k, a large one 30k): slots are reserved the horizon ahead
+        assert budget.acquire(ASSISTANT, f"k{n}").wait_until is None
+        budget.settle(ASSISTANT, f"k{n}", 2_000 if n % 2 else 30_000)
+        clock.now += 19.0
+    clock.now += 60.0  # those calls have left the window
+    waits = [budget.acquire(ASSISTANT, f"a{n}").wait_until for n in range(10)]
+    assert waits[0] is None and all(w is not None for w in waits[1:])
+    # Every slot's time comes, but only a9's request does (the others are stuck behind a backlog). The window
+    # it would start in holds other slots of more tokens than leave room for a large call (30k), but none of
+    # them is a call: a9 goes.
+    clock.now = waits[-1]  # type: ignore[assignment]
+    state = budget.read(ASSISTANT)
+    others = sum(n for rid, (t, n) in state.slots.items() if rid != "a9" and clock.now - 60.0 < t <= clock.now)
+    assert others + 30_000 > 97_000
+    assert budget.acquire(ASSISTANT, "a9").wait_until is None
+    assert budget.read(ASSISTANT).counted(clock.now) == 16_000  # its own estimate: a0 has left the window
+
+
 def test_simulated_batch_never_overfills_a_window_and_uses_most_of_the_budget(
     aws: dict[str, str], clock: Clock
 ) -> None:
@@ -147,7 +168,7 @@ def _five_calls(budget: TokenBudget, clock: Clock, count: int = 5) -> int:
             clock.now = slot.wait_until
             assert budget.acquire(ASSISTANT, f"r{n}").wait_until is None
         budget.settle(ASSISTANT, f"r{n}", 12_000)
-    return budget.read(ASSISTANT).used(clock.now)
+    return budget.read(ASSISTANT).counted(clock.now)
 
 
 def _refused(budget: TokenBudget, clock: Clock, rid: str, retry_after: float | None = None) -> tuple[float, str]:
@@ -207,7 +228,7 @@ def test_refusals_in_a_row_cut_the_rate_once_per_window_then_it_recovers_under_w
     for n in range(CONFIRM - 1):
         _, reason = budget.throttled(ASSISTANT, f"r{calls - 1 - n}", None)
         assert budget.read(ASSISTANT).cut_rate is None and "next slot" in reason
-    counted = budget.read(ASSISTANT).used(clock.now)
+    counted = budget.read(ASSISTANT).counted(clock.now)
     until, reason = budget.throttled(ASSISTANT, "r2", None)
     state = budget.read(ASSISTANT)
     # The refused call's tokens left the window's count: the rest is what the service let through.
