@@ -68,6 +68,8 @@ CONFLICT_TRIES = 30
 # Seconds kept between planned slots: a put-off request starts up to this late (delays are whole seconds, and
 # the event source gathers a batch for up to its batching window) without sharing a window with the next.
 GUARD = 1.0
+# Seconds a reserved slot is kept past its window for a request that has not come for it yet.
+LATE = 60.0
 # A slot this close is waited for in the worker (a brief sleep) rather than by putting the request off.
 BRIEF = 1.0
 
@@ -124,8 +126,17 @@ class BudgetState:
         return ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
 
     def prune(self, now: float) -> None:
-        """Forget slots that have left every window."""
-        self.slots = {rid: slot for rid, slot in self.slots.items() if slot[0] > now - self.window}
+        """Forget slots that have left every window (a slot whose request has not come yet, ``LATE`` seconds
+        later)."""
+        # Its request is late (a backlog in the queue): when it comes, its slot has come. Forgotten, the slot
+        # would be planned again behind every later one, and with every request later than a window none would
+        # ever run (a 2,000-question chaos run on a 4 s window stopped so).
+        late = now - self.window - LATE
+        self.slots = {
+            rid: slot
+            for rid, slot in self.slots.items()
+            if slot[0] > now - self.window or (rid not in self.called and slot[0] > late)
+        }
         self.flying = {rid: t for rid, t in self.flying.items() if t > now - self.window}
         self.called = {rid: t for rid, t in self.called.items() if t > now - self.window}
 

@@ -106,6 +106,23 @@ def test_slots_whose_requests_have_not_come_do_not_turn_away_a_request_that_has(
     assert budget.read(ASSISTANT).counted(clock.now) == 16_000  # its own estimate: a0 has left the window
 
 
+def test_a_request_later_than_a_window_still_finds_its_slot(budget: TokenBudget, clock: Clock) -> None:
+    for n in range(TRUSTED):
+        assert budget.acquire(ASSISTANT, f"k{n}").wait_until is None
+        budget.settle(ASSISTANT, f"k{n}", 10_000)
+        clock.now += 7.0
+    clock.now += 60.0
+    assert budget.acquire(ASSISTANT, "a0").wait_until is None
+    budget.settle(ASSISTANT, "a0", 10_000)
+    waits = {f"a{n}": budget.acquire(ASSISTANT, f"a{n}").wait_until for n in range(1, 30)}
+    assert all(w is not None for w in waits.values())
+    # a1's message comes 70 s after its slot (a backlog); slots are reserved for the others far beyond.
+    clock.now = waits["a1"] + 70.0  # type: ignore[operator]
+    assert max(waits.values()) > clock.now + 60.0  # type: ignore[type-var,operator]
+    assert budget.acquire(ASSISTANT, "a1").wait_until is None  # not planned again behind all of them
+    assert budget.read(ASSISTANT).counted(clock.now) == 10_000
+
+
 def test_simulated_batch_never_overfills_a_window_and_uses_most_of_the_budget(
     aws: dict[str, str], clock: Clock
 ) -> None:
