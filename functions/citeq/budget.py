@@ -14,7 +14,8 @@ version condition (optimistic concurrency).
 
 Self-correction (AIMD) on evidence: a 429 is evidence of the limit only when calls keep being refused, so the
 rate is cut once the last ``CONFIRM`` calls to start were all refused (a full window refuses every call until
-tokens leave it; an isolated 429 is followed by acceptances). An isolated 429 only puts
+tokens leave it; an isolated 429 is followed by acceptances), or, after a cut, on a refusal with the window
+holding the rate refused then (the same limit again). An isolated 429 only puts
 its own request off: after its ``Retry-After`` when the answer carries one (it is the server's word on that
 request), else at the next slot of the schedule. The cut sets the effective limit to ``CUT`` of the rate the
 service turned away (the tokens started in the last window; never below ``FLOOR`` of the plan), once per window
@@ -472,6 +473,9 @@ class TokenBudget:
             # before the answers of calls started between them.
             first = state.strikes[-CONFIRM] if len(state.strikes) >= CONFIRM else None
             confirmed = first is not None and not any(t > first for t in state.flying.values())
+            # A refusal where an earlier cut found the limit (the window holding what the service let through
+            # then) is the same limit again, not chance.
+            confirmed = confirmed or (state.refused is not None and started + state.estimate() > state.refused)
             if confirmed and (state.cut_rate is None or now - state.cut_at >= self.window):
                 # The calls of one burst that were refused are one event: one cut.
                 rate = state.effective(now)

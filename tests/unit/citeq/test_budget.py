@@ -262,6 +262,25 @@ def test_refusals_in_a_row_cut_the_rate_once_per_window_then_it_recovers_under_w
     assert after == pytest.approx(min(refused * CUT + RECOVERY * 100_000, refused * SAFETY * (1 + RELAX)))
 
 
+def test_after_a_cut_a_lone_429_at_the_rate_refused_is_the_limit_again(budget: TokenBudget, clock: Clock) -> None:
+    assert budget.acquire(ASSISTANT, "c0").wait_until is None
+    budget.settle(ASSISTANT, "c0", 12_000)
+    for n in range(CONFIRM):  # every call after c0 refused: the window held all the service let through
+        budget.throttled(ASSISTANT, f"z{n}", None)
+    cut = budget.read(ASSISTANT)
+    assert cut.refused == 12_000 and cut.cut_at == clock.now
+    clock.now += 61.0
+    budget.throttled(ASSISTANT, "lone", None)  # nothing counted in the window: chance, no second cut
+    assert budget.read(ASSISTANT).cut_at == cut.cut_at
+    slot = budget.acquire(ASSISTANT, "z0")
+    if slot.wait_until is not None:
+        clock.now = slot.wait_until
+        assert budget.acquire(ASSISTANT, "z0").wait_until is None
+    budget.settle(ASSISTANT, "z0", 12_000)
+    budget.throttled(ASSISTANT, "edge", None)  # one refusal with the window at the rate refused before
+    assert budget.read(ASSISTANT).cut_at == clock.now
+
+
 def test_a_quota_pauses_the_assistant_and_one_probe_resumes_it(budget: TokenBudget, clock: Clock) -> None:
     until, reason = budget.pause(ASSISTANT, "r1", "quota exceeded")
     assert until >= clock.now + 300 and "paused" in reason and "quota exceeded" in reason
