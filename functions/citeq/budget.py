@@ -15,11 +15,11 @@ version condition (optimistic concurrency).
 Self-correction (AIMD) on evidence: a 429 is evidence of the limit only when calls keep being refused, so the
 rate is cut once the last ``CONFIRM`` calls to start were all refused (a full window refuses every call until
 tokens leave it; an isolated 429 is followed by acceptances), or, after a cut, on a refusal with the window
-holding the rate refused then (the same limit again). An isolated 429 only puts
-its own request off: after its ``Retry-After`` when the answer carries one (it is the server's word on that
-request), else at the next slot of the schedule. The cut sets the effective limit to ``CUT`` of the rate the
-service turned away (the tokens started in the last window; never below ``FLOOR`` of the plan), once per window
-however many calls of that burst were refused. It then grows back by ``RECOVERY`` of the plan per window, but
+holding the rate refused then (the same limit again). An isolated 429 only puts its own request off: after
+its ``Retry-After`` when the answer carries one (it is the server's word on that request), else at the next
+slot of the schedule. The cut sets the effective limit to ``CUT`` of the rate the service turned away (the
+tokens of the calls made in the last window; never below ``FLOOR`` of the plan), once per window however many
+calls of that burst were refused. It then grows back by ``RECOVERY`` of the plan per window, but
 stays under the rate that was refused, a cap that itself relaxes by ``RELAX`` per window (so a configured rate
 that is too high converges, and a limit raised later is found again). A 403 pauses the assistant for ``PAUSE``
 seconds, after which one request probes and a success resumes everyone. Estimates are the mean of the last
@@ -55,7 +55,8 @@ RECOVERY = 0.10
 RELAX = 0.01
 # Refusals in a row (the last calls to start, every one refused) that make a 429 evidence of the limit: a full
 # window refuses every call, while a 429 of the service's own (or an injected fault, issue 14: ~10% of calls)
-# is isolated; at 10% random 429s three in a row happen for ~1% of them.
+# is isolated; at 10% random 429s, four in a row follow ~0.1% of them (three: ~1%, which a simulated batch
+# met, its rate then halved for minutes).
 CONFIRM = 4
 HORIZON = 300.0
 # Real prompt sizes known before slots are reserved the whole ``HORIZON`` ahead (fewer: proportionally less far);
