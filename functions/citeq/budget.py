@@ -19,7 +19,7 @@ holding the rate refused then (the same limit again). An isolated 429 only puts 
 its ``Retry-After`` when the answer carries one (it is the server's word on that request), else at the next
 slot of the schedule. The cut sets the effective limit to ``CUT`` of the rate the service turned away (the
 tokens of the calls made in the last window; never below ``FLOOR`` of the plan), once per window however many
-calls of that burst were refused. It then grows back by ``RECOVERY`` of the plan per window, but
+calls of that burst were refused. It then grows back by ``RECOVERY`` of the rate refused per window, but
 stays under the rate that was refused, a cap that itself relaxes by ``RELAX`` per window (so a configured rate
 that is too high converges, and a limit raised later is found again). A 403 pauses the assistant for ``PAUSE``
 seconds, after which one request probes and a success resumes everyone. Estimates are the mean of the last
@@ -106,7 +106,9 @@ class BudgetState:
         if self.cut_rate is None:
             return ceiling
         windows = (now - self.cut_at) / self.window
-        grown = self.cut_rate + windows * RECOVERY * self.limit
+        # Growing back by a share of the rate the service let through, not of the configured limit: a limit set
+        # 3x too high would otherwise be back at the edge within a window or two, meeting it again and again.
+        grown = self.cut_rate + windows * RECOVERY * min(self.limit, self.refused or self.limit)
         if self.refused is not None:
             ceiling = min(ceiling, self.refused * SAFETY * (1 + RELAX * windows))
         return min(ceiling, grown)
