@@ -388,7 +388,9 @@ class TokenBudget:
             # every request comes late (a backlog in the queue), a window of such slots turned every request
             # away, each slipping into a window it then found full of the others' (a 2,000-question chaos run
             # stopped answering for good).
-            started = Schedule(state.made(but=request_id), self.window)
+            # Each counted a guard longer than a window: a call reaches the service a moment after the start
+            # recorded here, and leaves the service's window as much later.
+            started = Schedule(state.made(but=request_id), self.window + self.guard)
             if held is not None and held[0] <= now + 1.0:
                 # Its slot has come. It goes before the slots planned after it: only calls already made count.
                 # Too full still (calls cost more than estimated, or it is late): it slips to when enough of
