@@ -142,7 +142,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
                              callback_allow_hosts=["127.0.0.1"])
         batch_id = batch.submit(parsed, store=store).batch_id
         for item in store.iter_batch(batch_id):
-            question_of[item.request_id] = str(item.messages[-1]["content"])
+            question_of[item.request_id] = item.chat.messages[-1].content
 
         # Drain: until every request ended, every queue is empty and the callbacks owed arrived, three checks
         # in a row, the reconciler run on each (bounded in time: a hang is a failure with the state printed).
@@ -164,7 +164,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
             if not busy:
                 owed = sum(
                     1 for i in store.iter_batch(batch_id)
-                    if i.callback and i.status in ("succeeded", "failed") and i.request_id not in receiver.ids
+                    if i.callback_url and i.status in ("succeeded", "failed") and i.request_id not in receiver.ids
                 )
             quiet = busy == 0 and owed == 0 and _depth_zero(queue, stack.queue_url)
             quiet = quiet and _depth_zero(queue, callback_url) and stack.wait_dispatched(1.0)
@@ -181,7 +181,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
         counters = emu.counters().get("chat_completions", {}).get(ASSISTANT, {})
         answered = int(counters.get("200", 0)) - int(counters.get("dropped", 0))
         letters = dlq.show(store=store, queue=queue, limit=1000)
-        owed_callbacks = {i.request_id for i in items if i.callback}
+        owed_callbacks = {i.request_id for i in items if i.callback_url}
         once = sum(1 for rid in owed_callbacks if len(receiver.ids.get(rid, set())) == 1)
 
         budget = TokenBudget(store, TOKENS_PER_WINDOW, window=WINDOW_SECONDS).read(ASSISTANT)
@@ -207,7 +207,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
         twice = {
             i.custom_id: (deaths.answers[q], deaths.died[q], aws.lost[i.request_id], i.status, i.attempts, i.failures)
             for i in items
-            for q in [str(i.messages[-1]["content"])]
+            for q in [i.chat.messages[-1].content]
             if deaths.answers[q] - deaths.died[q] - aws.lost[i.request_id] > (1 if i.status == "succeeded" else 0)
         }
         print(f"  answered more often than deaths and lost writes explain (answers, died, lost, status, ...): {twice}")
@@ -223,7 +223,7 @@ def test_chaos_every_request_ends_once_with_counters_dlq_and_callbacks_in_agreem
         assert set(receiver.ids) == owed_callbacks
         assert once == len(owed_callbacks)
         # Every doomed request failed, and the chaos really happened.
-        by_text = {str(i.messages[-1]["content"]): i for i in items}
+        by_text = {i.chat.messages[-1].content: i for i in items}
         assert all(by_text[text].status == "failed" for text in doomed)
         assert statuses["succeeded"] > 0 and deaths.post_answer_deaths > 0 and sum(aws.counts.values()) > 0
         assert int(counters.get("429", 0)) > 0 and int(counters.get("dropped", 0)) > 0
