@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = ROOT / "samples" / "docs"
 EVENTS = ROOT / "events"
 ASSISTANT = "citeq-demo"
+# Questions the sample corpus (samples/docs) answers with citations.
+QUESTIONS = [
+    "What does a request over the rate limit receive?",
+    "How many days of paid time off do employees accrue?",
+    "How quickly are customers notified about a confirmed data breach?",
+    "How long is production access granted for?",
+    "How long does a bulk export link stay valid?",
+]
 
 
 def load_event(name: str) -> dict[str, Any]:

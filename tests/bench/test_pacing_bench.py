@@ -25,7 +25,7 @@ from citeq import batch
 from citeq.store import Store
 from infra.local import LocalStack
 from tests.bench.figures import Figures
-from tests.helpers import ASSISTANT, Admin
+from tests.helpers import ASSISTANT, QUESTIONS, Admin
 
 # CITEQ_BENCH_PACING_WINDOW=60 runs it at the real window (slower by as much).
 WINDOW = float(os.environ.get("CITEQ_BENCH_PACING_WINDOW", "10"))
@@ -33,13 +33,6 @@ CONTEXT = (900, 2_500)
 WINDOWS_OF_WORK = 5
 # What a plain client might choose: more threads than the limit needs, so its only brake is the 429s.
 POOL = 16
-QUESTIONS = [
-    "What does a request over the rate limit receive?",
-    "How many days of paid time off do employees accrue?",
-    "How quickly are customers notified about a confirmed data breach?",
-    "How long is production access granted for?",
-    "How long does a bulk export link stay valid?",
-]
 
 
 @dataclass(frozen=True)

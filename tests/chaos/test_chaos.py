@@ -34,19 +34,12 @@ from citeq.queue import Queue
 from citeq.store import Store
 from infra.local import LocalStack
 from tests.chaos.harness import AwsFaults, CallbackReceiver, ChattingClient, Deaths
-from tests.helpers import ASSISTANT, Admin
+from tests.helpers import ASSISTANT, QUESTIONS, Admin
 
 # Issue 14: about 300 questions inside ``make test``; ``make chaos`` asks for 2,000.
 SIZE = int(os.environ.get("CITEQ_CHAOS_SIZE", "300"))
 pytestmark = pytest.mark.skipif(SIZE <= 0, reason="CITEQ_CHAOS_SIZE=0")
 SEED = int(os.environ.get("CITEQ_CHAOS_SEED", "14"))
-QUESTIONS = [
-    "What does a request over the rate limit receive?",
-    "How many days of paid time off do employees accrue?",
-    "How quickly are customers notified about a confirmed data breach?",
-    "How long is production access granted for?",
-    "How long does a bulk export link stay valid?",
-]
 # A 4-second token window (emulator and citeq alike) holding ~48 calls of ~1.3k prompt tokens. The random 429s
 # come isolated, so the pacer puts off only the refused request (citeq.budget.CONFIRM) and the limit binds.
 WINDOW_SECONDS = 4

@@ -18,15 +18,7 @@ from citeq.models import STATUSES
 from citeq.queue import Queue
 from citeq.store import Store
 from infra.local import LocalStack
-from tests.helpers import Admin
-
-QUESTIONS = [
-    "What does a request over the rate limit receive?",
-    "How many days of paid time off do employees accrue?",
-    "How quickly are customers notified about a confirmed data breach?",
-    "How long is production access granted for?",
-    "How long does a bulk export link stay valid?",
-]
+from tests.helpers import QUESTIONS, Admin
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 90.0, what: str = "condition") -> None:
