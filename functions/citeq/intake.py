@@ -74,7 +74,7 @@ def enqueue(
     request = validate(
         payload,
         default_assistant,
-        request_id=request_id or new_request_id(),
+        request_id=request_id or "",
         require_callback=require_callback,
         allow_hosts=callback_allow_hosts,
         resolve=callback_resolve,
