@@ -23,7 +23,8 @@ from typing import Any
 
 from infra.local.quick_update import quick_update_item
 
-_LOCK = threading.RLock()
+# Held by every item operation; the stream trim (``quick_streams``) takes it too.
+WRITE_LOCK = threading.RLock()
 _OPERATIONS = ("put_item", "get_item", "update_item", "delete_item", "query", "scan", "transact_write_items")
 _patched = False
 
@@ -120,7 +121,7 @@ def make_dynamodb_atomic() -> None:
         def locked(original: Callable[..., Any] = original) -> Callable[..., Any]:
             @functools.wraps(original)
             def call(*args: Any, **kwargs: Any) -> Any:
-                with _LOCK:
+                with WRITE_LOCK:
                     return original(*args, **kwargs)
 
             return call
