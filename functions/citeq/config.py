@@ -47,6 +47,7 @@ WORKER_CONCURRENCY = "CITEQ_WORKER_CONCURRENCY"
 TOKENS_PER_MINUTE = "CITEQ_TOKENS_PER_MINUTE"
 TOKEN_WINDOW_SECONDS = "CITEQ_TOKEN_WINDOW_SECONDS"
 QUOTA_PROBE_SECONDS = "CITEQ_QUOTA_PROBE_SECONDS"
+STRANDED_AFTER_SECONDS = "CITEQ_STRANDED_AFTER_SECONDS"
 API_KEY_HASHES = "CITEQ_API_KEY_HASHES"
 HEARTBEAT_SECONDS = "CITEQ_HEARTBEAT_SECONDS"
 # Powertools reads these itself too; the worker reads them to name its metrics and to skip publishing them.
@@ -233,6 +234,8 @@ class Settings:
     token_window_seconds: float = 60.0
     # How long an assistant stays paused after a quota answer (403) before one request probes it.
     quota_probe_seconds: float = 300.0
+    # How long a request must wait unchanged for a message before the sweep sends it a new one (citeq.sweep).
+    stranded_after_seconds: float = 1800.0
     # The stream function's API keys (CITEQ_API_KEY_HASHES); none: its routes but /healthz answer 401.
     callers: tuple[Caller, ...] = ()
     # Seconds between SSE comments on a request stream that has nothing to say (keeps proxies from closing it).
@@ -296,6 +299,7 @@ class Settings:
             "tokens_per_minute": tokens_per_minute(text(TOKENS_PER_MINUTE)),
             "token_window_seconds": number(TOKEN_WINDOW_SECONDS, float, cls.token_window_seconds),
             "quota_probe_seconds": number(QUOTA_PROBE_SECONDS, float, cls.quota_probe_seconds),
+            "stranded_after_seconds": number(STRANDED_AFTER_SECONDS, float, cls.stranded_after_seconds),
             "callback_allow_hosts": tuple(
                 h.strip() for h in (text(CALLBACK_ALLOW_HOSTS) or "").split(",") if h.strip()
             ),

@@ -1,8 +1,10 @@
 """DynamoDB store of requests, their answers and batch counters (one table; design in README).
 
-Keys (``pk``/``sk``) and the one index (``gsi1``, projection ALL):
+Keys (``pk``/``sk``) and two indexes: ``gsi1`` (projection ALL) lists a batch's requests in order; ``open``
+(sparse, keys only) lists the requests not yet ended, in 16 shards, for the sweep (``citeq.sweep``):
 
     request     pk=REQ#<request_id>   sk=REQ    gsi1pk=BATCH#<batch_id>  gsi1sk=<seq, 8 digits>
+                                                open_shard=OPEN#<0-f>    (only while queued or running)
     batch       pk=BATCH#<batch_id>   sk=META   (total, state, c_<status> counters)
     idem key    pk=IDEM#<key>         sk=IDEM   (batch_id)
 
@@ -29,6 +31,7 @@ The request item is the one source of truth for exactly-once (issue 9). Its stat
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import secrets
@@ -45,6 +48,7 @@ from citeq import aws
 from citeq.errors import ItemTooLarge, StoreError
 from citeq.models import (
     STATUSES,
+    TERMINAL,
     BatchInfo,
     ChatOptions,
     ChatRequest,
@@ -59,6 +63,15 @@ ITEM_BUDGET = 390_000
 # Answers larger than this (as JSON) are stored gzip-compressed.
 COMPRESS_ABOVE = 100_000
 GSI = "gsi1"
+# Sparse: only queued and running requests carry ``open_shard``. Sixteen shards keep a large batch's inserts
+# from all landing on one index partition.
+OPEN_INDEX = "open"
+OPEN_SHARDS = tuple(f"OPEN#{digit:x}" for digit in range(16))
+
+
+def open_shard(request_id: str) -> str:
+    """The ``open`` index shard a request is listed under while it is not ended."""
+    return OPEN_SHARDS[hashlib.sha256(request_id.encode()).digest()[0] % len(OPEN_SHARDS)]
 
 Attr = dict[str, Any]
 
@@ -295,6 +308,7 @@ class Store:
             "created_at": _s(now_iso(ts)),
             "updated_at": _s(now_iso(ts)),
             "expires_at": self._expires(),
+            "open_shard": _s(open_shard(request.request_id)),
         }
         if request.batch_id is not None and request.seq is not None:
             item["batch_id"] = _s(request.batch_id)
@@ -321,7 +335,7 @@ class Store:
         nothing. False if that request id exists already."""
         ts = self.clock()
         item = self._request_item(request, ts)
-        del item["dispatch"]
+        del item["dispatch"], item["open_shard"]
         item.update({"status": _s("failed"), "error": _j(error), "finished_at": _s(now_iso(ts))})
         return self._put_new(item)
 
@@ -367,6 +381,40 @@ class Store:
                 keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
         return found
 
+    def get_many(self, request_ids: Sequence[str]) -> list[RequestRecord]:
+        """The stored ones of these requests (strongly consistent; BatchGetItem, 100 keys a call), in no order."""
+        records: list[RequestRecord] = []
+        for start in range(0, len(request_ids), 100):
+            keys: list[dict[str, Attr]] = [
+                {"pk": _s(f"REQ#{i}"), "sk": _s("REQ")} for i in request_ids[start : start + 100]
+            ]
+            while keys:
+                result = self._call(
+                    "batch_get_item", RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                )
+                records.extend(record_from_item(i) for i in result.get("Responses", {}).get(self.table, []))
+                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return records
+
+    def open_request_ids(self) -> list[str]:
+        """The ids of every request not yet ended, from the sparse ``open`` index (eventually consistent: a
+        request that just ended may still be listed, one just stored may not be yet)."""
+        ids: list[str] = []
+        for shard in OPEN_SHARDS:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": OPEN_INDEX,
+                "KeyConditionExpression": "open_shard = :shard",
+                "ExpressionAttributeValues": {":shard": _s(shard)},
+            }
+            while True:
+                result = self._call("query", **kwargs)
+                ids.extend(item["pk"]["S"].removeprefix("REQ#") for item in result.get("Items", []))
+                if not result.get("LastEvaluatedKey"):
+                    break
+                kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        return ids
+
     def get(self, request_id: str) -> RequestRecord | None:
         """One request (strongly consistent)."""
         found = self._call(
@@ -395,6 +443,10 @@ class Store:
         False when a condition failed: someone else moved it, and nothing was written.
         """
         ts = self.clock()
+        if to in TERMINAL:  # off the open index
+            remove = [*remove, "open_shard"]
+        elif item.status in TERMINAL:  # back on it (a reset)
+            sets = {**sets, "open_shard": _s(open_shard(item.request_id))}
         values: dict[str, Attr] = {":to": _s(to), ":from": _s(item.status), ":now": _s(now_iso(ts))}
         names = {"#st": "status"}
         assignments = ["#st = :to", "updated_at = :now"]
@@ -574,6 +626,29 @@ class Store:
         if not ok:
             return None
         return replace(item, status="queued", dispatch=token, not_before=not_before, wait_reason=reason, lease=None)
+
+    def redispatch(self, item: RequestRecord, *, lease_ended_before: float, error: dict[str, Any]) -> bool:
+        """Owe a request a new message because the one it was owed is gone (``citeq.sweep``): a new dispatch
+        token (the stream sends its message), counted in ``redispatches``.
+
+        From queued, the token read must still be current and its ``not_before`` past. From running, the lease
+        must have ended before ``lease_ended_before`` (epoch seconds): that attempt died with its message, which
+        counts one failure, recorded with ``error``. False when the request moved on (nothing written)."""
+        ts = self.clock()
+        sets = {"dispatch": _s(new_token())}
+        if item.status == "running" and item.lease is not None:
+            return self._transition(
+                item,
+                "queued",
+                {**sets, "error": _j(error)},
+                lease=item.lease,
+                expired_by=lease_ended_before,
+                remove=["lease", "lease_until"],
+                add={"failures": 1, "redispatches": 1},
+            )
+        return item.status == "queued" and self._transition(
+            item, "queued", sets, dispatch=item.dispatch, ready_by=ts, add={"redispatches": 1}
+        )
 
     def cancel(self, item: RequestRecord) -> bool:
         """Cancel a queued request."""

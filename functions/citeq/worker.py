@@ -11,8 +11,9 @@ while that lease is held. Outcomes of one delivery:
                          time it may run and why, under a new dispatch token; the stream sends a fresh delayed
                          message, so waiting never spends a delivery attempt. Acknowledged.
     skipped              it had ended, was cancelled, or this message was superseded: acknowledged, nothing called
-    HandBack raised      retry this message later (a retryable error, an unexpected exception, or a live lease
-                         held by another delivery): its visibility is set to the delay and the record is reported
+    HandBack raised      retry this message later (a retryable error, an unexpected exception, a live lease
+                         held by another delivery, or another delivery that changed the request between this
+                         one's read and its claim): its visibility is set to the delay and the record is reported
                          as a batch item failure
 """
 
@@ -43,6 +44,8 @@ from citeq.queue import Queue
 from citeq.store import Store
 
 log = logging.getLogger(__name__)
+# Seconds before a message that lost a race for its request comes back to look again.
+MOVED_DELAY = 2.0
 # Seconds kept back from the Lambda deadline for writing the result.
 DEADLINE_MARGIN = 3.0
 # The longest a worker sleeps for a budget slot instead of putting the request off (issue 10: "no Lambda
@@ -206,9 +209,15 @@ class Worker:
                 return None
             if item.not_before is not None and item.not_before > now + 1.0:
                 # Waits longer than SQS's 15-minute delay arrive early: put off again under a new message.
-                self.store.defer(item, item.not_before, item.wait_reason or "waiting")
+                if self.store.defer(item, item.not_before, item.wait_reason or "waiting") is None:
+                    raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
                 return None
-            return self.store.claim(item, invocation.lease_until)
+            running = self.store.claim(item, invocation.lease_until)
+            if running is None:
+                # Another delivery (perhaps of this very message) took it between the read and the claim. The
+                # message must not be acknowledged: if that delivery hands the request back, it may need it.
+                raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
+            return running
         if item.lease_live(now):
             wait = max(1.0, (item.lease_until or now) - now + 1.0)
             raise HandBack("another delivery holds a live lease", wait)

@@ -1,6 +1,9 @@
-"""Scheduled reconciler (every minute): fails the requests whose messages were dead-lettered, with the reason.
+"""Scheduled reconciler, two schedules in one function:
 
-The messages stay in the DLQ, so ``citeq dlq show`` lists them and ``citeq dlq redrive`` brings them back.
+- every minute: fails the requests whose messages were dead-lettered, with the reason. The messages stay in
+  the DLQ, so ``citeq dlq show`` lists them and ``citeq dlq redrive`` brings them back;
+- every 10 minutes (the event's input ``{"sweep": true}``): the sweep (``citeq.sweep``), which sends a new
+  message to each request stranded without one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from citeq import dlq
+from citeq import dlq, sweep
 from citeq.compose import Factory
 from citeq.config import Settings
 from citeq.queue import Queue
@@ -21,11 +24,15 @@ logger = Logger(service="citeq-reconciler")
 
 
 def handler_for(
-    store: Store, queue: Queue, max_receives: int
+    store: Store, queue: Queue, max_receives: int, stranded_after: float = sweep.STRANDED_AFTER
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """A Lambda handler reconciling ``queue``'s DLQ with ``store``."""
+    """A Lambda handler reconciling ``queue``'s DLQ with ``store``, or sweeping for stranded requests when the
+    event says ``"sweep": true``."""
 
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if isinstance(event, dict) and event.get("sweep") is True:
+            swept = sweep.sweep(store=store, queue=queue, max_receives=max_receives, stranded_after=stranded_after)
+            return {"swept": swept.to_dict()}
         ended = dlq.reconcile(store=store, queue=queue, max_receives=max_receives)
         if ended:
             logger.warning("dead-lettered requests failed", extra={"count": ended})
@@ -39,7 +46,8 @@ def build(settings: Settings | None = None) -> Callable[[dict[str, Any], LambdaC
     is given."""
     factory = Factory(settings)
     factory.settings.require("table", "queue_url", "dlq_url")
-    return handler_for(factory.store(), factory.queue(), factory.settings.max_receives)
+    settings = factory.settings
+    return handler_for(factory.store(), factory.queue(), settings.max_receives, settings.stranded_after_seconds)
 
 
 _handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = None
@@ -47,7 +55,7 @@ _handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]] | None = Non
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """A scheduled event in, ``{"reconciled": n}`` out."""
+    """A scheduled event in; ``{"reconciled": n}`` out, or ``{"swept": {...}}`` for a sweep (``Swept.to_dict``)."""
     global _handler
     if _handler is None:
         _handler = build()

@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ class LocalStack:
         callback_visibility_timeout: int | None = None,
         worker_timeout: int | None = None,
         reconcile_every: float = 60.0,
+        sweep_every: float = 600.0,
         plan: str | None = "standard",
         tokens_per_minute: int | None = None,
         quota_input_tokens: int | None = None,
@@ -109,6 +111,9 @@ class LocalStack:
         self.worker_timeout = worker_timeout
         # The template runs the reconciler every minute; tests shorten it.
         self.reconcile_every = reconcile_every
+        # ...and its sweep for stranded requests every 10 minutes (CITEQ_STRANDED_AFTER_SECONDS sets how still a
+        # request must have been, through ``worker_env``).
+        self.sweep_every = sweep_every
         # citeq's CITEQ_TOKENS_PER_MINUTE: the emulated plan's limit unless a test configures another (or None).
         self.pacing = self.plan.tokens_per_minute if pacing == "plan" else pacing
         self.dispatcher_settings = dispatcher_settings(self.template)
@@ -253,13 +258,22 @@ class LocalStack:
             self.poller.handler = self.worker_handler
 
     def _reconcile_loop(self) -> None:
-        while not self._reconciling.wait(self.reconcile_every):
-            try:
-                self.reconcile()
-            except Exception:  # the schedule fires again next time, as EventBridge would
-                import logging
+        import logging
 
-                logging.getLogger("infra.local.stack").exception("reconciler invocation failed")
+        # Two schedules, as the template's two events: each fires on its own period.
+        due = {"reconcile": time.monotonic() + self.reconcile_every, "sweep": time.monotonic() + self.sweep_every}
+        while not self._reconciling.wait(max(0.0, min(due.values()) - time.monotonic())):
+            for name, run, every in (
+                ("reconcile", self.reconcile, self.reconcile_every),
+                ("sweep", self.sweep, self.sweep_every),
+            ):
+                if time.monotonic() < due[name]:
+                    continue
+                due[name] = time.monotonic() + every
+                try:
+                    run()
+                except Exception:  # the schedule fires again next time, as EventBridge would
+                    logging.getLogger("infra.local.stack").exception("reconciler invocation (%s) failed", name)
 
     def reconcile(self) -> int:
         """Run the reconciler once now; returns how many dead-lettered requests it failed."""
@@ -267,13 +281,20 @@ class LocalStack:
         result = self.reconciler_handler({"source": "aws.events"}, LambdaContext(timeout_seconds=60))
         return int(result["reconciled"])
 
+    def sweep(self) -> dict[str, Any]:
+        """Run the reconciler's sweep once now (the template's 10-minute schedule); ``Swept.to_dict``."""
+        assert self.reconciler_handler is not None
+        result = self.reconciler_handler({"sweep": True}, LambdaContext(timeout_seconds=60))
+        return dict(result["swept"])
+
     def wait_dispatched(self, timeout: float = 30.0) -> bool:
         """Wait until the dispatcher has caught up with every write so far."""
         assert self.stream_poller is not None
         return self.stream_poller.wait_idle(timeout)
 
-    def start_poller(self) -> Poller:
-        """Start feeding the worker (call after ``start(poll=False)`` to control when work begins)."""
+    def start_worker(self, handler: Callable[[dict[str, Any], Any], Any] | None = None) -> Poller:
+        """Start the worker's event source mapping alone (``start_poller`` starts it with the callback
+        function's), calling ``handler`` (default: the worker's); ``stop_worker`` stops it."""
         assert self.worker_handler is not None
         sqs = boto3.client("sqs", region_name=REGION)
         arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -281,13 +302,24 @@ class LocalStack:
             sqs,
             self.queue_url,
             arn,
-            self.worker_handler,
+            handler or self.worker_handler,
             batch_size=self.settings.batch_size,
             window=self.settings.window,
             max_concurrency=self.max_concurrency,
             timeout=self.worker_timeout or self.settings.timeout,
             region=REGION,
         ).start()
+        return self.poller
+
+    def stop_worker(self) -> None:
+        """Stop feeding the worker (as disabling its event source mapping would); running invocations finish."""
+        if self.poller is not None:
+            self.poller.stop()
+
+    def start_poller(self) -> Poller:
+        """Start feeding the worker (call after ``start(poll=False)`` to control when work begins)."""
+        worker = self.start_worker()
+        sqs = boto3.client("sqs", region_name=REGION)
         # The callback function's SQS event source (template: BatchSize 10, window 1 s, timeout 30 s).
         assert self.callback_handler is not None
         callback_url = self.resources["CallbackQueue"]
@@ -303,7 +335,7 @@ class LocalStack:
             timeout=30,
             region=REGION,
         ).start()
-        return self.poller
+        return worker
 
     def stop(self) -> None:
         """Stop everything (each part even if another fails to stop) and restore the environment."""

@@ -660,3 +660,30 @@ def test_a_webhook_whose_message_send_dies_is_still_answered_once(rig: Rig) -> N
     assert fault.fired == 1
     assert rig.emu.count("chat_completions", status="200") == 1
     assert rig.receiver.received(request_id) == [f"{request_id}.0"]
+
+
+# ---------------------------------------------------------------------------------------------- lost messages
+def test_requests_whose_messages_were_lost_are_swept_and_answered_once(rig: Rig) -> None:
+    # Messages lost after the send (a purge, a delete by hand, a copy acknowledged by mistake): only the
+    # reconciler's sweep can find their requests, once the queue has nothing visible.
+    import boto3
+    from reconciler.app import handler_for
+
+    from infra.local.context import LambdaContext
+
+    rig.stack.stop_worker()
+    try:
+        batch_id = rig.submit(3)
+        wait_until(lambda: rig.queue.depth()["visible"] == 3, what="the three messages sent")
+        boto3.client("sqs").purge_queue(QueueUrl=rig.stack.queue_url)
+        wait_until(lambda: rig.queue.depth()["visible"] == 0, what="the messages gone")
+        sweep = handler_for(rig.store, rig.queue, 6, stranded_after=1.0)
+        time.sleep(1.1)
+        swept = sweep({"sweep": True}, LambdaContext(timeout_seconds=60))["swept"]
+        assert (swept["skipped"], swept["redispatched"], swept["failed"]) == (None, 3, 0)
+    finally:
+        rig.stack.start_worker(survives_deaths(rig.stack.worker_handler))  # type: ignore[arg-type]
+    items = rig.check(batch_id, status="succeeded", answers=3, posts=3)
+    assert all(item.attempts == 1 for item in items)
+    # Answered: nothing is open any more, so the next sweep finds nothing to send.
+    assert sweep({"sweep": True}, LambdaContext(timeout_seconds=60))["swept"]["redispatched"] == 0

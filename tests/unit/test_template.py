@@ -73,9 +73,26 @@ EXPECTED_ACTIONS = {
     "StreamFunction": {"dynamodb:GetItem", "dynamodb:PutItem"},
     "WebhookFunction": {"dynamodb:GetItem", "dynamodb:PutItem"},
     "CallbackFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-    "ReconcilerFunction": WRITES,
+    "ReconcilerFunction": WRITES | {"dynamodb:BatchGetItem"},  # the sweep re-reads the open requests
     "DispatcherFunction": set(),  # reads the table's stream only
 }
+
+
+def test_only_the_reconciler_may_query_the_open_index_and_its_sweep_runs_every_10_minutes() -> None:
+    index = {"Fn::Sub": "${ResultsTable.Arn}/index/open"}
+    readers = {
+        name
+        for name in FUNCTIONS
+        for p in RESOURCES[name]["Properties"]["Policies"]
+        for statement in p.get("Statement", [])
+        if statement["Resource"] == index
+    }
+    assert readers == {"ReconcilerFunction"}
+    table = RESOURCES["ResultsTable"]["Properties"]
+    (open_index,) = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == "open"]
+    assert open_index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    events = RESOURCES["ReconcilerFunction"]["Properties"]["Events"]
+    assert events["Sweep"]["Properties"] == {"Schedule": "rate(10 minutes)", "Input": '{"sweep": true}'}
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

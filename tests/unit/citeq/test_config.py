@@ -61,6 +61,7 @@ READS: list[tuple[str, str, str, Any]] = [
     ("CITEQ_TOKENS_PER_MINUTE", "enterprise", "tokens_per_minute", 1_000_000),
     ("CITEQ_TOKEN_WINDOW_SECONDS", "6", "token_window_seconds", 6.0),
     ("CITEQ_QUOTA_PROBE_SECONDS", "30", "quota_probe_seconds", 30.0),
+    ("CITEQ_STRANDED_AFTER_SECONDS", "90", "stranded_after_seconds", 90.0),
     (
         "CITEQ_API_KEY_HASHES",
         f"{DIGEST.upper()}:helpdesk|docs, {DIGEST}",

@@ -145,3 +145,42 @@ def test_a_body_nested_past_the_parser_is_kept_as_a_failed_record_not_a_crash(aw
     kept = store.get("malformed-m-deep")
     assert kept is not None and kept.status == "failed" and kept.error is not None
     assert "nested more than" in kept.error["message"]
+
+
+class LosesEveryClaim(Store):
+    """A store where another delivery always claims (or defers) the request just before this one does."""
+
+    def claim(self, item: Any, lease_until: float) -> Any:
+        return None
+
+    def defer(self, item: Any, not_before: float, reason: str) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["claim", "defer-again"])
+def test_a_delivery_that_loses_the_race_for_its_request_hands_the_message_back(
+    aws: dict[str, str], waiting: bool
+) -> None:
+    # Acknowledging here could delete the one message the request still needs: the winner may be a duplicate
+    # delivery of this very message, and hand the request back after a retryable error.
+    import time
+
+    store = LosesEveryClaim(aws["ResultsTable"])
+    store.put_request(Request("r-race", ChatRequest.ask("q", "a")), dispatch="tok")
+    item = store.get("r-race")
+    assert item is not None
+    if waiting:  # due after SQS's longest delay: this delivery would put it off again under a new message
+        assert Store.defer(store, item, time.time() + 3600, "token budget") is not None
+        item = store.get("r-race")
+        assert item is not None
+    client = Raising(ServerError("never called", status=500))
+    client_any: Any = client
+    worker = Worker(store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, rng=random.Random(1))
+    received = ReceivedMessage("m-race", encode(item), 1, "handle")
+    message = worker.decode(received)
+    assert message is not None
+    with pytest.raises(HandBack, match="changed while this delivery read it"):
+        worker.process(message, received, invocation_from(60_000))
+    assert client.calls == 0
+    stored = store.get("r-race")
+    assert stored is not None and stored.status == "queued" and stored.dispatch == item.dispatch
