@@ -235,7 +235,7 @@ class Settings:
     # How long an assistant stays paused after a quota answer (403) before one request probes it.
     quota_probe_seconds: float = 300.0
     # How long a request must wait unchanged for a message before the sweep sends it a new one (citeq.sweep).
-    stranded_after_seconds: float = 1800.0
+    stranded_after_seconds: float = 7200.0
     # The stream function's API keys (CITEQ_API_KEY_HASHES); none: its routes but /healthz answer 401.
     callers: tuple[Caller, ...] = ()
     # Seconds between SSE comments on a request stream that has nothing to say (keeps proxies from closing it).

@@ -73,6 +73,7 @@ def open_shard(request_id: str) -> str:
     """The ``open`` index shard a request is listed under while it is not ended."""
     return OPEN_SHARDS[hashlib.sha256(request_id.encode()).digest()[0] % len(OPEN_SHARDS)]
 
+
 Attr = dict[str, Any]
 
 
@@ -381,19 +382,27 @@ class Store:
                 keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
         return found
 
-    def get_many(self, request_ids: Sequence[str]) -> list[RequestRecord]:
-        """The stored ones of these requests (strongly consistent; BatchGetItem, 100 keys a call), in no order."""
+    def get_many(self, request_ids: Sequence[str], fields: Sequence[str] = ()) -> list[RequestRecord]:
+        """The stored ones of these requests (strongly consistent; BatchGetItem, 100 keys a call), in no order;
+        only ``fields`` of each when given (the rest read as absent). Keys DynamoDB leaves unprocessed are asked
+        for again after a short backoff."""
+        request: dict[str, Any] = {"ConsistentRead": True}
+        if fields:
+            request["ProjectionExpression"] = ", ".join(f"#f{n}" for n in range(len(fields)))
+            request["ExpressionAttributeNames"] = {f"#f{n}": name for n, name in enumerate(fields)}
         records: list[RequestRecord] = []
         for start in range(0, len(request_ids), 100):
             keys: list[dict[str, Attr]] = [
                 {"pk": _s(f"REQ#{i}"), "sk": _s("REQ")} for i in request_ids[start : start + 100]
             ]
+            attempt = 0
             while keys:
-                result = self._call(
-                    "batch_get_item", RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
-                )
+                if attempt:
+                    self.sleep(min(2.0, 0.05 * 2**attempt) * random.random())
+                result = self._call("batch_get_item", RequestItems={self.table: {**request, "Keys": keys}})
                 records.extend(record_from_item(i) for i in result.get("Responses", {}).get(self.table, []))
                 keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                attempt += 1
         return records
 
     def open_request_ids(self) -> list[str]:
@@ -433,19 +442,21 @@ class Store:
         expired_by: float | None = None,
         dispatch: str | None = None,
         ready_by: float | None = None,
+        unchanged_since: str | None = None,
         remove: Sequence[str] = (),
         add: dict[str, int] | None = None,
     ) -> bool:
         """Move ``item`` from its current status to ``to`` atomically with its batch's counters.
 
         Conditions: the item is still in ``item.status``; and, when given, still holds ``lease`` (the caller's
-        attempt), or its lease ended before ``expired_by`` (a takeover), or it still owes message ``dispatch``.
+        attempt), or its lease ended before ``expired_by`` (a takeover), or it still owes message ``dispatch``,
+        or it has not changed since ``unchanged_since`` (its ``updated_at`` as read).
         False when a condition failed: someone else moved it, and nothing was written.
         """
         ts = self.clock()
         if to in TERMINAL:  # off the open index
             remove = [*remove, "open_shard"]
-        elif item.status in TERMINAL:  # back on it (a reset)
+        else:  # on it (again, after a reset; or for the first time, for an item older than the index)
             sets = {**sets, "open_shard": _s(open_shard(item.request_id))}
         values: dict[str, Attr] = {":to": _s(to), ":from": _s(item.status), ":now": _s(now_iso(ts))}
         names = {"#st": "status"}
@@ -462,6 +473,7 @@ class Store:
             # Items written before dispatch tokens existed owe whichever message arrives.
             ("dispatch", ":dispatch", None if dispatch is None else _s(dispatch), "{missing} OR #{n} = {p}"),
             ("not_before", ":ready_by", None if ready_by is None else _n(ready_by), "{missing} OR #{n} <= {p}"),
+            ("updated_at", ":read_at", None if unchanged_since is None else _s(unchanged_since), "#{n} = {p}"),
         ]
         for name, placeholder, expected, clause in checks:
             if expected is not None:
@@ -631,11 +643,14 @@ class Store:
         """Owe a request a new message because the one it was owed is gone (``citeq.sweep``): a new dispatch
         token (the stream sends its message), counted in ``redispatches``.
 
-        From queued, the token read must still be current and its ``not_before`` past. From running, the lease
-        must have ended before ``lease_ended_before`` (epoch seconds): that attempt died with its message, which
-        counts one failure, recorded with ``error``. False when the request moved on (nothing written)."""
+        Only if the request has not changed since ``item`` was read (its ``updated_at``). From queued, its
+        ``not_before`` must be past. From running, the lease must have ended before ``lease_ended_before``
+        (epoch seconds): that attempt died with its message, which counts one failure, recorded with ``error``.
+        False when the request moved on (nothing written)."""
         ts = self.clock()
         sets = {"dispatch": _s(new_token())}
+        if item.updated_at is None:
+            return False
         if item.status == "running" and item.lease is not None:
             return self._transition(
                 item,
@@ -643,11 +658,18 @@ class Store:
                 {**sets, "error": _j(error)},
                 lease=item.lease,
                 expired_by=lease_ended_before,
+                unchanged_since=item.updated_at,
                 remove=["lease", "lease_until"],
                 add={"failures": 1, "redispatches": 1},
             )
         return item.status == "queued" and self._transition(
-            item, "queued", sets, dispatch=item.dispatch, ready_by=ts, add={"redispatches": 1}
+            item,
+            "queued",
+            sets,
+            dispatch=item.dispatch,
+            ready_by=ts,
+            unchanged_since=item.updated_at,
+            add={"redispatches": 1},
         )
 
     def cancel(self, item: RequestRecord) -> bool:

@@ -9,23 +9,32 @@ delete by hand. (In the local stack, moto's SQS itself lost messages under concu
 
 ``sweep`` (run every 10 minutes by the reconciler function's second schedule) looks only when the requests
 queue has no visible messages, that is, when the workers have caught up and every message that exists is in
-flight or delayed. It lists the requests not yet ended from the sparse ``open`` index and re-reads them
-strongly consistent. A request is *stranded* when, for longer than ``stranded_after`` seconds:
+flight or delayed. It lists the requests not yet ended from the sparse ``open`` index and re-reads the fields
+it decides on, strongly consistent. A request is *stranded* when, for longer than ``stranded_after`` seconds
+(default 7,200):
 
-- it is queued, its ``not_before`` has passed and it has not changed (a message handed back waits at most
-  15 minutes, ``citeq.worker.hand_back_delay``, and a visible one would have been received); or
-- it is running and its lease has ended (an attempt's message comes back within the queue's visibility
-  timeout of 750 s after its receive, and its retry would have changed the request).
+- it is queued, its ``not_before`` has passed and it has not changed; or
+- it is running and its lease has ended.
+
+Why two hours: a message whose every delivery dies before the claim changes nothing on the item while it
+cycles in flight, 750 s per receive (the queue's visibility timeout), so it reaches the DLQ, and the
+reconciler fails its request with the reason, within maxReceiveCount x 750 = 4,500 s. The sweep must not
+act first, or it would reset that bound with a new message. Every shorter wait is inside it too: a message
+handed back waits at most 15 minutes (``citeq.worker.hand_back_delay``), a deferral at most 15 minutes before
+it is deferred again, and a visible message is received at once (the gate).
 
 A stranded queued request gets a new dispatch token, so the stream sends it a message; a stranded running one
 the same, counted as one failure (its attempt died), or fails with the reason once it has used its attempts,
-as the worker's takeover does. Every write is conditional on what was read, and a message that does still
-exist only finds its token superseded, so a sweep that acts wrongly costs one extra message, never an answer.
+as the worker's takeover does. Each write is conditional on the request being as read (its ``updated_at``),
+and a message that does still exist only finds its token superseded, so a sweep that acts wrongly costs one
+extra message and one more round of receives, never a second answer. A sweep that runs short of time stops
+between requests; the next one goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +46,15 @@ from citeq.store import Store
 
 log = logging.getLogger(__name__)
 
-# Seconds a request must have been still before the sweep calls it stranded: the 15-minute hand-back cap and
-# the 750 s visibility timeout, with room for the dispatcher and Lambda's polling.
-STRANDED_AFTER = 1800.0
+# Seconds a request must have been still before the sweep calls it stranded: past a dying message's road to the
+# DLQ (maxReceiveCount 6 x VisibilityTimeout 750 s in template.yaml), with room for the reconciler's minute.
+STRANDED_AFTER = 7200.0
+# What the sweep reads of each open request (not its input, up to ~390 KB).
+FIELDS = (
+    "request_id", "batch_id", "status", "dispatch", "not_before", "updated_at", "lease", "lease_until", "failures",
+)
+# Seconds of the invocation kept back: the sweep stops between requests when less is left.
+RESERVE = 5.0
 DIED = {"type": "Abandoned", "message": "the worker stopped before recording a result, and its message was lost"}
 
 
@@ -84,18 +99,25 @@ def sweep(
     max_receives: int,
     stranded_after: float = STRANDED_AFTER,
     wall: Callable[[], float] = time.time,
+    time_left: Callable[[], float] = lambda: math.inf,
 ) -> Swept:
-    """Find stranded requests and owe each a new message (or fail it, out of attempts). Raises StoreError or
-    QueueError when AWS fails; a sweep that stops half way has only done whole, conditional writes."""
+    """Find stranded requests and owe each a new message (or fail it, out of attempts); stops between requests
+    when ``time_left()`` (seconds) falls under 5. Raises StoreError or QueueError when AWS fails; a sweep that
+    stops half way has only done whole, conditional writes."""
+    busy = Swept(skipped="the requests queue has visible messages (the workers have not caught up)")
     if queue.depth()["visible"]:
-        return Swept(skipped="the requests queue has visible messages (the workers have not caught up)")
+        return busy
     ids = store.open_request_ids()
-    records = store.get_many(ids) if ids else []
-    done = Swept(examined=len(records))
+    records = store.get_many(ids, FIELDS) if ids else []
     cutoff = wall() - stranded_after
-    for record in records:
-        if not stranded(record, cutoff):
-            continue
+    candidates = [record for record in records if stranded(record, cutoff)]
+    if candidates and queue.depth()["visible"]:  # work arrived while this sweep read: look again next time
+        return busy
+    done = Swept(examined=len(records))
+    for record in candidates:
+        if time_left() < RESERVE:
+            done.skipped = f"ran short of time after {len(done.redispatched) + len(done.failed)} requests"
+            break
         if record.status == "running" and record.failures + 1 >= max_receives:
             message = f"gave up after {record.failures + 1} failed attempts: {DIED['message']}"
             if store.abandon(record, {**DIED, "message": message}):

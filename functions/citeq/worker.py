@@ -199,7 +199,10 @@ class Worker:
             item = self.store.get(message.request_id)
             if item is None:
                 return None
-            return self.store.claim(item, invocation.lease_until)
+            running = self.store.claim(item, invocation.lease_until)
+            if running is None:
+                raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
+            return running
         now = self.wall()
         if item.status in ENDED:
             return None

@@ -31,7 +31,13 @@ def handler_for(
 
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if isinstance(event, dict) and event.get("sweep") is True:
-            swept = sweep.sweep(store=store, queue=queue, max_receives=max_receives, stranded_after=stranded_after)
+            swept = sweep.sweep(
+                store=store,
+                queue=queue,
+                max_receives=max_receives,
+                stranded_after=stranded_after,
+                time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+            )
             return {"swept": swept.to_dict()}
         ended = dlq.reconcile(store=store, queue=queue, max_receives=max_receives)
         if ended:

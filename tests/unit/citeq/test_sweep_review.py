@@ -1,8 +1,7 @@
-"""Review of the sweep (b207460): cases where it, or the worker change that came with it, goes wrong.
-
-Each test marked ``xfail(strict=True)`` asserts the behaviour the change is meant to have and fails on the
-code as committed (run with ``--runxfail`` to see the failure); when the defect is fixed it passes, and strict
-xfail then flags the marker for removal."""
+"""The sweep's edges found by a review (each failed on the first version of the sweep): a message that keeps
+dying must reach the DLQ before the sweep acts, a request stored before the index must still be found, a
+request that changed after the sweep read it is left alone, and a message without a record that loses its
+claim is handed back."""
 
 from __future__ import annotations
 
@@ -13,11 +12,13 @@ import boto3
 import pytest
 
 from citeq import dlq, sweep
+from citeq.config import Settings
 from citeq.messages import encode
 from citeq.models import ChatRequest, Request, RequestRecord
 from citeq.queue import Queue
 from citeq.store import Store
 from citeq.worker import HandBack, ReceivedMessage, Worker, invocation_from
+from infra.local.template import load
 
 MAX_RECEIVES = 6
 AFTER = 1800.0
@@ -58,54 +59,45 @@ def _sweep(store: Store, queue: Queue, clock: Clock) -> sweep.Swept:
     return sweep.sweep(store=store, queue=queue, max_receives=MAX_RECEIVES, stranded_after=AFTER, wall=clock)
 
 
-@pytest.mark.xfail(strict=True, reason="review defect: the sweep resets a poison message's receive count")
-def test_a_request_whose_deliveries_die_before_any_write_still_fails_after_max_receives(
+def test_a_message_that_keeps_dying_reaches_the_dlq_before_the_sweep_would_call_its_request_stranded(
     store: Store, queue: Queue, clock: Clock, aws: dict[str, str]
 ) -> None:
-    # Deliveries that end without a write (the invocation crashes/times out/is throttled before the claim)
-    # leave the item unchanged while its message cycles in flight: 750 s per receive, six receives = 4,500 s
-    # before the DLQ. The queue shows nothing visible most of that time, so at 1,800 s the sweep calls the
-    # request stranded and gives it a new token. The original message then reaches the DLQ, the reconciler
-    # finds its token stale and skips it, and the new message starts again at receive 1: the request never
-    # fails, however often its deliveries die (maxReceiveCount / CITEQ_MAX_RECEIVES no longer bound it).
+    # Deliveries that end without a write (the invocation crashes, times out or is throttled before the claim)
+    # leave the item unchanged while its message cycles in flight, a visibility timeout per receive. With the
+    # default wait the DLQ and the reconciler end the request first, with its reason: the sweep never resets
+    # the receive count with a new message.
+    template = load()["Resources"]["RequestsQueue"]["Properties"]
+    road_to_dlq = int(template["VisibilityTimeout"]) * int(template["RedrivePolicy"]["maxReceiveCount"])
+    assert road_to_dlq + 120 < sweep.STRANDED_AFTER  # and the reconciler's minute, twice
+    assert Settings().stranded_after_seconds == sweep.STRANDED_AFTER  # the default the function runs with
     item = _put(store, "r-poison")
-    original = encode(item)  # the message the dispatcher sent (token "tok")
-    sqs = boto3.client("sqs")
-    for _ in range(3):  # three sweep periods of a message that is never lost, only never processed
-        clock.now += AFTER + 1
-        assert _sweep(store, queue, clock).redispatched == ["r-poison"]
-        # The message of the generation before reaches the DLQ after its 6 receives ...
-        sqs.send_message(QueueUrl=aws["RequestsDeadLetterQueue"], MessageBody=original)
-        dlq.reconcile(store=store, queue=queue, max_receives=MAX_RECEIVES, now=clock.now)
-        current = store.get("r-poison")
-        assert current is not None
-        original = encode(current)
-        # ... and the request should then be failed with its reason, as before the sweep existed.
-        if current.status == "failed":
-            break
+    clock.now = T0 + road_to_dlq + 60
+    assert sweep.sweep(store=store, queue=queue, max_receives=MAX_RECEIVES, wall=clock).redispatched == []
+    boto3.client("sqs").send_message(QueueUrl=aws["RequestsDeadLetterQueue"], MessageBody=encode(item))
+    assert dlq.reconcile(store=store, queue=queue, max_receives=MAX_RECEIVES, now=clock.now) == 1
     assert store.get("r-poison").status == "failed"  # type: ignore[union-attr]
+    clock.now = T0 + sweep.STRANDED_AFTER + 1
+    assert sweep.sweep(store=store, queue=queue, max_receives=MAX_RECEIVES, wall=clock).examined == 0
 
 
-def test_pre_existing_open_requests_are_never_listed_for_the_sweep(
+def test_a_request_stored_before_the_index_is_listed_from_its_next_change(
     store: Store, queue: Queue, clock: Clock, aws: dict[str, str]
 ) -> None:
-    # Items written by the previous release have no open_shard, and no queued->queued transition (defer,
-    # requeue, redispatch) adds it: only a reset from a terminal status does. A lost message of a request
-    # that was open at deploy time is never found, although README says a request carries open_shard "from
-    # its creation until it ends".
+    # Items written by the previous release have no open_shard: any change that leaves them open adds it.
     item = _put(store, "r-legacy")
     boto3.client("dynamodb").update_item(
         TableName=store.table,
         Key={"pk": {"S": "REQ#r-legacy"}, "sk": {"S": "REQ"}},
         UpdateExpression="REMOVE open_shard",
     )
+    assert store.open_request_ids() == []
     assert store.defer(item, T0 + 10, "token budget") is not None  # a later queued -> queued change
+    assert store.open_request_ids() == ["r-legacy"]
     clock.now = T0 + 10 + AFTER + 1
     swept = _sweep(store, queue, clock)
-    assert swept.examined == 0 and swept.redispatched == []  # stranded, and invisible to the sweep
+    assert swept.examined == 1 and swept.redispatched == ["r-legacy"]
 
 
-@pytest.mark.xfail(strict=True, reason="review defect: redispatch does not check what the sweep read (updated_at)")
 def test_a_sweep_does_not_supersede_a_request_requeued_after_its_read(store: Store, clock: Clock) -> None:
     # The sweep reads every open request first and writes afterwards. A request still for 30 minutes whose
     # message then arrives (e.g. the 4th receive of a message whose earlier deliveries died), is claimed and
@@ -125,7 +117,6 @@ class LosesEveryClaim(Store):
         return None
 
 
-@pytest.mark.xfail(strict=True, reason="review defect: the store-it-then-claim branch still acknowledges")
 def test_a_message_without_a_record_that_loses_its_claim_is_handed_back(aws: dict[str, str]) -> None:
     # _claim_slow's first branch (no record: store one under this message's token, then claim) still returns
     # None -> acknowledged when the claim fails: the same race the change fixes for the queued branch (two
