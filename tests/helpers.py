@@ -27,6 +27,22 @@ QUESTIONS = [
 ]
 
 
+class Clock:
+    """A clock a test moves: call it for the time (epoch or monotonic seconds, as the code under test reads
+    it); ``sleep`` advances it and records the sleep, so waits and retries take no real time."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def load_event(name: str) -> dict[str, Any]:
     """One of the Lambda events in ``events/`` (the same files ``sam local invoke -e`` uses)."""
     return dict(json.loads((EVENTS / name).read_text()))

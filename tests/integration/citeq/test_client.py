@@ -25,29 +25,14 @@ from citeq.errors import (
 from citeq.models import Answer, ChatRequest
 from citeq.retry import RetryPolicy
 from infra.emulator import EmulatorServer
-from tests.helpers import ASSISTANT, Admin
+from tests.helpers import ASSISTANT, Admin, Clock
 
 QUESTION = "What does a request over the rate limit receive?"
 
 
-class Clock:
-    """A monotonic clock that sleeping advances: retries take no real time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 def make_client(emulator: EmulatorServer, clock: Clock, **settings: object) -> AssistantClient:

@@ -16,7 +16,7 @@ from infra.emulator.__main__ import fault_config, parse_args, plan_config
 from infra.emulator.plan import PlanConfig
 from infra.emulator.process import EmulatorProcess
 from infra.local.stack import LocalStack
-from tests.helpers import ASSISTANT, SAMPLE_DOCS, Admin
+from tests.helpers import ASSISTANT, SAMPLE_DOCS, Admin, Clock
 
 QUESTION = [{"role": "user", "content": "Which header tells a client how long to wait after HTTP 429?"}]
 RATE_LIMITED = {
@@ -25,20 +25,10 @@ RATE_LIMITED = {
 }
 
 
-class Clock:
-    """The emulator's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_780_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def planned() -> Iterator[tuple[EmulatorServer, Clock]]:
     """An emulator of its own (its clock is the test's), on no plan until a test sets one."""
-    clock = Clock()
+    clock = Clock(1_780_000_000.0)
     backend = Backend(clock=clock)
     with EmulatorServer(backend) as server:
         backend.load_directory(ASSISTANT, SAMPLE_DOCS)

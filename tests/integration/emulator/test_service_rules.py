@@ -15,22 +15,12 @@ from pinecone.errors import ApiError, NotFoundError
 
 from infra.emulator import Backend, EmulatorServer
 from infra.emulator.responses import METADATA_QUERY_ERROR
-from tests.helpers import make_pdf
+from tests.helpers import Clock, make_pdf
 
 NAME = "rules"
 PROCESSING = 30.0
 V2026 = {"X-Pinecone-Api-Version": "2026-07"}
 V2025 = {"X-Pinecone-Api-Version": "2025-10"}
-
-
-class Clock:
-    """Wall time that moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

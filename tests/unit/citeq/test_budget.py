@@ -10,23 +10,14 @@ import pytest
 from citeq.budget import CONFIRM, CUT, HORIZON, RECOVERY, RELAX, SAFETY, TRUSTED, Schedule, TokenBudget
 from citeq.pacing import Slot
 from citeq.store import Store
+from tests.helpers import Clock
 
 ASSISTANT = "a"
 
 
-class Clock:
-    """A wall clock the test moves."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_000_000.0)
 
 
 @pytest.fixture

@@ -19,23 +19,16 @@ from citeq.queue import Queue
 from citeq.store import Store
 from citeq.worker import HandBack, ReceivedMessage, Worker, invocation_from
 from infra.local.template import load
+from tests.helpers import Clock
 
 MAX_RECEIVES = 6
 AFTER = 1800.0
 T0 = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -8,16 +8,7 @@ import pytest
 
 from infra.emulator.exceptions import QuotaExceeded, TooManyRequests
 from infra.emulator.plan import PLANS, PlanConfig, PlanMeter, parse_context_tokens
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 def meter(clock: Clock, **limits: Any) -> PlanMeter:
@@ -84,7 +75,7 @@ def test_parse_context_tokens_rejects_nonsense(bad: Any) -> None:
 
 
 def test_context_tokens_are_in_range_and_the_same_for_the_same_question() -> None:
-    plan = meter(Clock())
+    plan = meter(Clock(1_000.0))
     questions = [f"question number {n}?" for n in range(200)]
     drawn = [plan.context_tokens(q, measured=300) for q in questions]
     assert all(9_000 <= d <= 25_000 for d in drawn)
@@ -94,11 +85,11 @@ def test_context_tokens_are_in_range_and_the_same_for_the_same_question() -> Non
 
 
 def test_context_tokens_measured_mode_counts_only_the_retrieved_text() -> None:
-    assert meter(Clock(), context_tokens="measured").context_tokens("q", measured=321) == 321
+    assert meter(Clock(1_000.0), context_tokens="measured").context_tokens("q", measured=321) == 321
 
 
 def test_charge_over_the_limit_is_refused_and_not_charged() -> None:
-    plan = meter(Clock(), tokens_per_minute=25_000)
+    plan = meter(Clock(1_000.0), tokens_per_minute=25_000)
     plan.charge("a", 10_000, 50)
     plan.charge("a", 10_000, 50)
     with pytest.raises(TooManyRequests) as refused:
@@ -116,7 +107,7 @@ def test_charge_over_the_limit_is_refused_and_not_charged() -> None:
 
 
 def test_window_slides_over_the_last_sixty_seconds() -> None:
-    clock = Clock()
+    clock = Clock(1_000.0)
     plan = meter(clock, tokens_per_minute=25_000)
     plan.charge("a", 10_000, 1)  # t=0
     clock.now += 30
@@ -132,7 +123,7 @@ def test_window_slides_over_the_last_sixty_seconds() -> None:
 
 
 def test_one_request_larger_than_the_limit_passes_an_empty_window_only() -> None:
-    clock = Clock()
+    clock = Clock(1_000.0)
     plan = meter(clock, tokens_per_minute=5_000)
     plan.charge("a", 9_000, 1)
     with pytest.raises(TooManyRequests):
@@ -142,7 +133,7 @@ def test_one_request_larger_than_the_limit_passes_an_empty_window_only() -> None
 
 
 def test_limit_is_shared_by_every_assistant_of_the_organization() -> None:
-    plan = meter(Clock(), tokens_per_minute=15_000)
+    plan = meter(Clock(1_000.0), tokens_per_minute=15_000)
     plan.charge("a", 10_000, 1)
     with pytest.raises(TooManyRequests):
         plan.charge("b", 10_000, 1)
@@ -150,7 +141,7 @@ def test_limit_is_shared_by_every_assistant_of_the_organization() -> None:
 
 
 def test_input_quota_is_403_before_the_rate_limit_and_outlasts_the_window() -> None:
-    clock = Clock()
+    clock = Clock(1_000.0)
     plan = meter(clock, tokens_per_minute=15_000, quota_input_tokens=25_000)
     plan.charge("a", 10_000, 1)
     clock.now += 60
@@ -164,14 +155,14 @@ def test_input_quota_is_403_before_the_rate_limit_and_outlasts_the_window() -> N
 
 
 def test_output_quota_refuses_once_spent() -> None:
-    plan = meter(Clock(), quota_output_tokens=100)
+    plan = meter(Clock(1_000.0), quota_output_tokens=100)
     plan.charge("a", 10, 100)
     with pytest.raises(QuotaExceeded, match="chat output tokens"):
         plan.charge("a", 10, 1)
 
 
 def test_admin_patch_put_and_delete() -> None:
-    plan = PlanMeter(PlanConfig.of("standard"), clock=Clock())
+    plan = PlanMeter(PlanConfig.of("standard"), clock=Clock(1_000.0))
     assert plan.admin("PATCH", {"tokens_per_minute": 20_000})["tokens_per_minute"] == 20_000
     assert plan.config.plan == "standard" and plan.config.context_tokens == (9_000, 25_000)
     state = plan.admin("PATCH", {"plan": "starter", "context_tokens": "measured"})
@@ -193,7 +184,7 @@ def test_admin_patch_put_and_delete() -> None:
 )
 def test_admin_rejects_unknown_settings_and_methods(method: str, payload: Any) -> None:
     with pytest.raises(ValueError):
-        PlanMeter(PlanConfig(), clock=Clock()).admin(method, payload)
+        PlanMeter(PlanConfig(), clock=Clock(1_000.0)).admin(method, payload)
 
 
 def test_every_plan_round_trips_through_its_command_line_flags() -> None:
