@@ -8,10 +8,13 @@ from typing import Any
 import boto3
 import pytest
 
-from citeq import sweep
+from citeq import dlq, sweep
+from citeq.config import Settings
+from citeq.messages import encode
 from citeq.models import ChatRequest, Request, RequestRecord
 from citeq.queue import Queue
 from citeq.store import OPEN_SHARDS, Store, open_shard
+from infra.local.template import load
 from tests.helpers import Clock
 
 MAX_RECEIVES = 6
@@ -152,3 +155,57 @@ def test_a_request_that_moved_on_after_the_read_is_left_to_whoever_moved_it(
     clock.now = T0 + AFTER + 1
     assert not store.redispatch(stale, lease_ended_before=clock.now - AFTER, error=sweep.DIED)
     assert store.get("r-moved").status == "running"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------- edges a review found
+def test_a_message_that_keeps_dying_reaches_the_dlq_before_the_sweep_would_call_its_request_stranded(
+    store: Store, queue: Queue, clock: Clock, aws: dict[str, str]
+) -> None:
+    # Deliveries that end without a write (the invocation crashes, times out or is throttled before the claim)
+    # leave the item unchanged while its message cycles in flight, a visibility timeout per receive. With the
+    # default wait the DLQ and the reconciler end the request first, with its reason: the sweep never resets
+    # the receive count with a new message.
+    template = load()["Resources"]["RequestsQueue"]["Properties"]
+    road_to_dlq = int(template["VisibilityTimeout"]) * int(template["RedrivePolicy"]["maxReceiveCount"])
+    assert road_to_dlq + 120 < sweep.STRANDED_AFTER  # and the reconciler's minute, twice
+    assert Settings().stranded_after_seconds == sweep.STRANDED_AFTER  # the default the function runs with
+    item = _put(store, "r-poison")
+    clock.now = T0 + road_to_dlq + 60
+    assert sweep.sweep(store=store, queue=queue, max_receives=MAX_RECEIVES, wall=clock).redispatched == []
+    boto3.client("sqs").send_message(QueueUrl=aws["RequestsDeadLetterQueue"], MessageBody=encode(item))
+    assert dlq.reconcile(store=store, queue=queue, max_receives=MAX_RECEIVES, now=clock.now) == 1
+    assert store.get("r-poison").status == "failed"  # type: ignore[union-attr]
+    clock.now = T0 + sweep.STRANDED_AFTER + 1
+    assert sweep.sweep(store=store, queue=queue, max_receives=MAX_RECEIVES, wall=clock).examined == 0
+
+
+def test_a_request_stored_before_the_index_is_listed_from_its_next_change(
+    store: Store, queue: Queue, clock: Clock, aws: dict[str, str]
+) -> None:
+    # Items written by the previous release have no open_shard: any change that leaves them open adds it.
+    item = _put(store, "r-legacy")
+    boto3.client("dynamodb").update_item(
+        TableName=store.table,
+        Key={"pk": {"S": "REQ#r-legacy"}, "sk": {"S": "REQ"}},
+        UpdateExpression="REMOVE open_shard",
+    )
+    assert store.open_request_ids() == []
+    assert store.defer(item, T0 + 10, "token budget") is not None  # a later queued -> queued change
+    assert store.open_request_ids() == ["r-legacy"]
+    clock.now = T0 + 10 + AFTER + 1
+    swept = _sweep(store, queue, clock)
+    assert swept.examined == 1 and swept.redispatched == ["r-legacy"]
+
+
+def test_a_sweep_does_not_supersede_a_request_requeued_after_its_read(store: Store, clock: Clock) -> None:
+    # The sweep reads every open request first and writes afterwards. A request still for 30 minutes whose
+    # message then arrives (e.g. the 4th receive of a message whose earlier deliveries died), is claimed and
+    # requeued after a retryable error between the sweep's read and its write, is queued under the SAME token
+    # again: the redispatch's conditions (status, token, not_before) all hold, so the message that was just
+    # handed back is superseded (no second answer, but one more message, and a requeued retry is discarded).
+    stale = _put(store, "r-requeued")
+    clock.now = T0 + AFTER + 1
+    running = store.claim(stale, clock.now + 120)
+    assert running is not None
+    assert store.requeue(running, {"type": "ServerError", "message": "500"})
+    assert not store.redispatch(stale, lease_ended_before=clock.now - AFTER, error=sweep.DIED)

@@ -13,7 +13,7 @@ import pytest
 
 from citeq.errors import CiteqError, MalformedResponse, ServerError, TruncatedResponse
 from citeq.messages import encode
-from citeq.models import ChatOptions, ChatRequest, Message, Request
+from citeq.models import ChatOptions, ChatRequest, Message, Request, RequestRecord
 from citeq.pacing import Slot
 from citeq.queue import Queue
 from citeq.store import Store
@@ -184,3 +184,18 @@ def test_a_delivery_that_loses_the_race_for_its_request_hands_the_message_back(
     assert client.calls == 0
     stored = store.get("r-race")
     assert stored is not None and stored.status == "queued" and stored.dispatch == item.dispatch
+
+
+def test_a_message_without_a_record_that_loses_its_claim_is_handed_back(aws: dict[str, str]) -> None:
+    # _claim_slow's first branch (no record: store one under this message's token, then claim) still returns
+    # None -> acknowledged when the claim fails: the same race the change fixes for the queued branch (two
+    # copies of the message; the winner may requeue and need this message).
+    store = LosesEveryClaim(aws["ResultsTable"])  # the record this delivery stores is claimed first by another
+    item = RequestRecord(request_id="r-unstored", chat=ChatRequest.ask("q", "a"), dispatch="tok")
+    client: Any = object()  # never called: the claim is lost first
+    worker = Worker(store, client, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, rng=random.Random(1))
+    received = ReceivedMessage("m-1", encode(item), 1, "handle")
+    message = worker.decode(received)
+    assert message is not None
+    with pytest.raises(HandBack):
+        worker.process(message, received, invocation_from(60_000))
