@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from citeq.errors import StoreError, ValidationError
-from citeq.messages import encode
+from citeq.messages import check_fits
 from citeq.models import OPTIONS, Request
-from citeq.queue import MAX_BODY_BYTES
 from citeq.store import Store
 from citeq.text import loads
 
@@ -245,10 +244,7 @@ def _requests(batch_id: str, lines: list[Line]) -> list[Request]:
     requests = []
     for seq, line in enumerate(lines, start=1):
         request = replace(line.request, request_id=request_id(batch_id, seq), batch_id=batch_id, seq=seq)
-        if len(encode(request).encode()) > MAX_BODY_BYTES:
-            raise ValidationError(
-                f"line {line.number}: message is larger than one SQS message ({MAX_BODY_BYTES} bytes)"
-            )
+        check_fits(request, f"line {line.number}: the request")
         requests.append(request)
     return requests
 

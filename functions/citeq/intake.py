@@ -9,9 +9,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from citeq.errors import ValidationError
-from citeq.messages import encode
+from citeq.messages import check_fits
 from citeq.models import Request
-from citeq.queue import MAX_BODY_BYTES
 from citeq.store import Store
 
 
@@ -86,8 +85,7 @@ def store_request(request: Request, *, store: Store, caller: str | None = None) 
     """Store a validated request (``validate``'s result; named with a new id if it has none) as queued, which
     enqueues it; ValidationError if it cannot travel in one SQS message (nothing written)."""
     request = replace(request, request_id=request.request_id or new_request_id(), caller=caller)
-    if len(encode(request).encode()) > MAX_BODY_BYTES:
-        raise ValidationError(f"the request is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
+    check_fits(request)
     if not store.put_request(request):
         return Accepted(request.request_id, duplicate=True)
     return Accepted(request.request_id)

@@ -29,11 +29,19 @@ from citeq.models import OPTIONS, ChatOptions, ChatRequest, Request, RequestReco
 from citeq.text import check_text, loads
 
 VERSION = 1
+# SQS accepts bodies up to 1 MiB (the queue's MaximumMessageSize is set to that in template.yaml).
+MAX_BODY_BYTES = 1_048_576
 _FIELDS = frozenset(
     {"v", "request_id", "batch_id", "custom_id", "seq", "assistant", "messages", "options", "callback"}
     | {"generation", "dispatch", "caller"}
 )
 _CALLBACK_PREFIXES = ("http://", "https://")
+
+
+def check_fits(request: Request, what: str = "the request") -> None:
+    """ValidationError naming ``what`` when ``request``'s body is larger than one SQS message (1 MiB)."""
+    if len(encode(request).encode()) > MAX_BODY_BYTES:
+        raise ValidationError(f"{what} is larger than one SQS message ({MAX_BODY_BYTES} bytes)")
 
 
 def encode(request: Request) -> str:

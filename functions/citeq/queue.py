@@ -12,8 +12,6 @@ from typing import Any
 from citeq import aws
 from citeq.errors import ConfigurationError, QueueError
 
-# SQS accepts bodies up to 1 MiB (the queue's MaximumMessageSize is set to that in template.yaml).
-MAX_BODY_BYTES = 1_048_576
 # ChangeMessageVisibility accepts at most 12 hours.
 MAX_VISIBILITY = 43_200
 SEND_ATTEMPTS = 6

@@ -109,3 +109,17 @@ def test_progress_rate_eta_and_bar() -> None:
         "ETA unknown"
         in Progress(_info({"queued": 3, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}), 5).summary()
     )
+
+
+def test_a_request_too_large_for_one_sqs_message_is_refused_naming_where_it_came_from() -> None:
+    from citeq.messages import MAX_BODY_BYTES, check_fits
+    from citeq.models import ChatOptions, Message, Request
+
+    def conversation(turns: int) -> Request:  # each turn within the per-message limit, the whole maybe not
+        messages = tuple(Message("user" if n % 2 == 0 else "assistant", "x" * 190_000) for n in range(turns))
+        return Request("r-1", ChatRequest("a", messages, ChatOptions()))
+
+    check_fits(conversation(5))  # about 950 KB: fits, nothing raised
+    assert MAX_BODY_BYTES < 6 * 190_000
+    with pytest.raises(ValidationError, match=r"^line 7: the request is larger than one SQS message \(1048576 bytes\)"):
+        check_fits(conversation(7), "line 7: the request")
