@@ -163,7 +163,7 @@ if True:  # moto runs in another process (AWS_ENDPOINT_URL): this process holds 
                       CITEQ_QUEUE_URL=res["RequestsQueue"])
     import worker.app as app
     from citeq.models import ChatRequest, Request
-from citeq.store import Store
+    from citeq.store import Store
     store = Store(res["ResultsTable"])
     sqs = boto3.client("sqs")
     records = []
