@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from citeq import batch, dlq, export
+from citeq import batch, dlq, export, sweep
 from citeq.callbacks import caller_secret
 from citeq.citations import MarkerFound, TextDelta
 from citeq.compose import Factory
@@ -250,12 +251,48 @@ def _dlq_redrive(args: argparse.Namespace, factory: Factory, out: TextIO) -> int
     return EXIT_OK
 
 
+def _sweep(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
+    settings = factory.settings
+    swept = sweep.sweep(
+        store=factory.store(),
+        queue=factory.queue(),
+        max_receives=settings.max_receives,
+        stranded_after=args.stranded_after or settings.stranded_after_seconds,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        out.write(json.dumps({**swept.to_dict(), "stranded_ids": swept.stranded}) + "\n")
+    elif swept.skipped and not swept.examined:
+        out.write(f"nothing examined: {swept.skipped}\n")
+    else:
+        verb = "would send a new message to" if args.dry_run else "sent a new message to"
+        out.write(
+            f"{swept.examined} open requests examined, {len(swept.stranded)} stranded: {verb} "
+            f"{len(swept.stranded) if args.dry_run else len(swept.redispatched)}, failed {len(swept.failed)}\n"
+        )
+        for request_id in swept.stranded:
+            out.write(f"  {request_id}\n")
+        if swept.skipped:
+            out.write(f"stopped early: {swept.skipped}\n")
+    return EXIT_OK
+
+
 def _callback_secret(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     # Printed on purpose, for the operator to hand to that caller (never logged).
     if not CALLER.match(args.caller):
         raise ValidationError("a caller is webhook:<sender> or key:<16 hex digits of the key's SHA-256>")
     out.write(caller_secret(factory.settings.resolve_callback_secret().get(), args.caller) + "\n")
     return EXIT_OK
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text!r}")
+    return value
 
 
 CALLER = re.compile(r"^(webhook:[a-z0-9][a-z0-9_-]{0,62}|key:[0-9a-f]{16})\Z")
@@ -314,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     redrive = dead.add_parser("redrive", help="move DLQ messages back to the queue (failed requests are retried)")
     redrive.add_argument("--limit", type=int, default=1000)
     redrive.set_defaults(run=_dlq_redrive)
+
+    swept = commands.add_parser(
+        "sweep", help="send a new message to each request stranded without one (the reconciler does this every 10 min)"
+    )
+    swept.add_argument("--dry-run", action="store_true", help="only list the stranded requests")
+    swept.add_argument(
+        "--stranded-after",
+        type=_positive_seconds,
+        help="seconds a request must have been still (default: $CITEQ_STRANDED_AFTER_SECONDS or 7200)",
+    )
+    swept.add_argument("--json", action="store_true")
+    swept.set_defaults(run=_sweep)
 
     secret = commands.add_parser(
         "callback-secret", help="the secret a caller verifies its callbacks with (from CITEQ_CALLBACK_SECRET[_ARN])"

@@ -64,6 +64,7 @@ class Swept:
 
     skipped: str | None = None
     examined: int = 0
+    stranded: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class Swept:
         return {
             "skipped": self.skipped,
             "examined": self.examined,
+            "stranded": len(self.stranded),
             "redispatched": len(self.redispatched),
             "failed": len(self.failed),
         }
@@ -100,10 +102,12 @@ def sweep(
     stranded_after: float = STRANDED_AFTER,
     wall: Callable[[], float] = time.time,
     time_left: Callable[[], float] = lambda: math.inf,
+    dry_run: bool = False,
 ) -> Swept:
     """Find stranded requests and owe each a new message (or fail it, out of attempts); stops between requests
-    when ``time_left()`` (seconds) falls under 5. Raises StoreError or QueueError when AWS fails; a sweep that
-    stops half way has only done whole, conditional writes."""
+    when ``time_left()`` (seconds) falls under 5; with ``dry_run``, only lists them (``Swept.stranded``).
+    Raises StoreError or QueueError when AWS fails; a sweep that stops half way has only done whole,
+    conditional writes."""
     busy = Swept(skipped="the requests queue has visible messages (the workers have not caught up)")
     if queue.depth()["visible"]:
         return busy
@@ -113,8 +117,8 @@ def sweep(
     candidates = [record for record in records if stranded(record, cutoff)]
     if candidates and queue.depth()["visible"]:  # work arrived while this sweep read: look again next time
         return busy
-    done = Swept(examined=len(records))
-    for record in candidates:
+    done = Swept(examined=len(records), stranded=[record.request_id for record in candidates])
+    for record in [] if dry_run else candidates:
         if time_left() < RESERVE:
             done.skipped = f"ran short of time after {len(done.redispatched) + len(done.failed)} requests"
             break

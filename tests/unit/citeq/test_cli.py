@@ -71,3 +71,40 @@ def test_callback_secret_prints_a_callers_own_secret_and_refuses_malformed_calle
     assert out.getvalue().strip() == caller_secret(master, "webhook:acme") != master
     assert main(["callback-secret", "acme"], factory=factory, out=out, err=err) == EXIT_USAGE
     assert "webhook:<sender>" in err.getvalue() and master not in err.getvalue()
+
+
+def test_sweep_lists_stranded_requests_on_a_dry_run_and_sends_them_a_message_otherwise(aws: dict[str, str]) -> None:
+    import time
+
+    from citeq.models import ChatRequest, Request
+    from citeq.store import Store
+
+    old = Store(aws["ResultsTable"], clock=lambda: time.time() - 3600)  # stored an hour ago, unchanged since
+    assert old.put_request(Request("r-stranded", ChatRequest.ask("q", "citeq-demo")), dispatch="tok")
+    assert Store(aws["ResultsTable"]).put_request(Request("r-fresh", ChatRequest.ask("q", "citeq-demo")))
+    code, out, _ = _run(["sweep", "--dry-run", "--stranded-after", "600"], aws)
+    assert code == 0 and out.splitlines() == [
+        "2 open requests examined, 1 stranded: would send a new message to 1, failed 0",
+        "  r-stranded",
+    ]
+    assert Store(aws["ResultsTable"]).get("r-stranded").dispatch == "tok"  # type: ignore[union-attr]
+    code, out, _ = _run(["sweep", "--stranded-after", "600", "--json"], aws)
+    assert code == 0 and json.loads(out) == {
+        "skipped": None,
+        "examined": 2,
+        "stranded": 1,
+        "redispatched": 1,
+        "failed": 0,
+        "stranded_ids": ["r-stranded"],
+    }
+    assert Store(aws["ResultsTable"]).get("r-stranded").dispatch != "tok"  # type: ignore[union-attr]
+    # The default wait (two hours) finds nothing stranded among these.
+    code, out, _ = _run(["sweep"], aws)
+    assert code == 0 and out.startswith("2 open requests examined, 0 stranded")
+
+
+def test_sweep_refuses_a_wait_that_is_not_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("nan", "0", "-5", "inf", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            main(["sweep", "--stranded-after", bad])
+        assert exited.value.code == EXIT_USAGE and "--stranded-after" in capsys.readouterr().err
