@@ -437,13 +437,18 @@ class LocalStack:
         """Shell ``export`` lines for the variables that point at this stack."""
         keys = [
             "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_SQS",  # SQS has a moto process of its own
             *FAKE_AWS,
             "CITEQ_TABLE",
             "CITEQ_QUEUE_URL",
             "CITEQ_DLQ_URL",
+            "CITEQ_CALLBACK_QUEUE_URL",
             "CITEQ_ASSISTANT",
             "CITEQ_PINECONE_HOST",
             "PINECONE_API_KEY",
+            "CITEQ_TOKENS_PER_MINUTE",  # so `batch status` shows the budget the workers pace to
+            "CITEQ_STREAM_URL",
+            "CITEQ_WEBHOOK_URL",
         ]
         lines = [f"export {k}={self.env[k]}" for k in keys if k in self.env]
         lines.append(f"# bearer key for the stream URL: {self.api_key}")

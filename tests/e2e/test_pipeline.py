@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -278,3 +279,34 @@ def test_cli_cancel_stops_pending_requests(stack: LocalStack, emu: Admin, store:
     counts = assert_counts_sum(store, batch_id)
     assert counts["cancelled"] == 6
     assert emu.count("chat_completions") == 0
+
+
+def test_the_printed_exports_are_all_a_shell_needs_to_run_the_cli_against_the_stack(
+    stack: LocalStack, store: Store, tmp_path: Any
+) -> None:
+    # A newcomer pastes what `python -m infra.local` prints into a new shell: every command must then work,
+    # the ones that reach SQS (served by a moto process of its own) included.
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for line in stack.exports().splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = value
+    assert {"AWS_ENDPOINT_URL_SQS", "CITEQ_STREAM_URL", "CITEQ_WEBHOOK_URL"} <= set(env)
+    source = tmp_path / "q.jsonl"
+    source.write_text(json.dumps({"custom_id": "pasted", "question": QUESTIONS[0]}) + "\n")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from citeq.cli import main; sys.exit(main(sys.argv[1:]))", *args],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    batch_id = cli("batch", "submit", str(source), "--wait").split()[0]
+    assert "succeeded 1" in cli("batch", "status", batch_id)
+    assert "examined" in cli("sweep", "--dry-run")
+    cli("dlq", "show", "--json")
