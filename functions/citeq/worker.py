@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from citeq.client import AssistantClient
@@ -195,6 +195,11 @@ class Worker:
         if item is None:
             # Enqueued without its record (a message sent by hand or by an older submitter): store it under
             # this message's token (the stream then owes a copy of this message, which will find it claimed).
+            if message.batch_id is not None and self.store.get_batch(message.batch_id) is None:
+                # Its batch does not exist (a sample event, or a redrive after the results expired): answered on
+                # its own, since there are no counters to move (moving them would leave a counters-only batch).
+                log.info("request %s: batch %s does not exist; answered alone", message.request_id, message.batch_id)
+                message = replace(message, batch_id=None, seq=None)
             self.store.put_request(message, dispatch=message.dispatch)
             item = self.store.get(message.request_id)
             if item is None:

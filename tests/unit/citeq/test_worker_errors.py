@@ -199,3 +199,30 @@ def test_a_message_without_a_record_that_loses_its_claim_is_handed_back(aws: dic
     assert message is not None
     with pytest.raises(HandBack):
         worker.process(message, received, invocation_from(60_000))
+
+
+def test_a_message_whose_request_and_batch_are_both_gone_is_answered_on_its_own(aws: dict[str, str]) -> None:
+    # A redrive after the results expired (or a sample event): storing it under its batch would move the
+    # counters of a batch that does not exist, leaving a counters-only batch item `batch status` cannot read.
+    from citeq.models import Answer
+
+    class Answering:
+        calls = 0
+
+        def chat(self, request: Any, **_: Any) -> Any:
+            self.calls += 1
+            return Answer(id="a-1", model="gpt-4o", content="yes")
+
+    store = Store(aws["ResultsTable"])
+    client = Answering()
+    client_any: Any = client
+    worker = Worker(store, client_any, Queue(aws["RequestsQueue"]), max_receives=MAX_RECEIVES, rng=random.Random(1))
+    orphan = Request("b_gone-000001", ChatRequest.ask("q", "a"), batch_id="b_gone", seq=1, custom_id="c-1")
+    received = ReceivedMessage("m-gone", encode(orphan), 1, "handle")
+    message = worker.decode(received)
+    assert message is not None
+    assert worker.process(message, received, invocation_from(60_000))["status"] == "succeeded"
+    assert client.calls == 1 and store.get_batch("b_gone") is None
+    stored = store.get("b_gone-000001")
+    assert stored is not None and stored.status == "succeeded" and stored.batch_id is None
+    assert stored.custom_id == "c-1" and store.open_request_ids() == []
