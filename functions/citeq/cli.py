@@ -206,7 +206,11 @@ def _results(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
     items = factory.store().iter_batch(args.batch_id)
     writer = export.write_csv if args.format == "csv" else export.write_jsonl
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+        try:
+            handle = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise ValidationError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        with handle:
             rows = writer(items, handle)
         out.write(f"wrote {rows} results to {args.output}\n")
     else:
@@ -261,19 +265,20 @@ def _sweep(args: argparse.Namespace, factory: Factory, out: TextIO) -> int:
         dry_run=args.dry_run,
     )
     if args.json:
-        out.write(json.dumps({**swept.to_dict(), "stranded_ids": swept.stranded}) + "\n")
-    elif swept.skipped and not swept.examined:
+        out.write(json.dumps({**swept.to_dict(), "dry_run": args.dry_run, "stranded_ids": swept.stranded}) + "\n")
+        return EXIT_OK
+    if swept.skipped and not swept.examined:
         out.write(f"nothing examined: {swept.skipped}\n")
+        return EXIT_OK
+    found = f"{swept.examined} open requests examined, {len(swept.stranded)} stranded"
+    if args.dry_run:
+        out.write(f"{found} (dry run: nothing written; each would get a new message, or fail if out of attempts)\n")
     else:
-        verb = "would send a new message to" if args.dry_run else "sent a new message to"
-        out.write(
-            f"{swept.examined} open requests examined, {len(swept.stranded)} stranded: {verb} "
-            f"{len(swept.stranded) if args.dry_run else len(swept.redispatched)}, failed {len(swept.failed)}\n"
-        )
-        for request_id in swept.stranded:
-            out.write(f"  {request_id}\n")
-        if swept.skipped:
-            out.write(f"stopped early: {swept.skipped}\n")
+        out.write(f"{found}: sent a new message to {len(swept.redispatched)}, failed {len(swept.failed)}\n")
+    for request_id in swept.stranded:
+        out.write(f"  {request_id}\n")
+    if swept.skipped:
+        out.write(f"stopped early: {swept.skipped}\n")
     return EXIT_OK
 
 
@@ -283,6 +288,16 @@ def _callback_secret(args: argparse.Namespace, factory: Factory, out: TextIO) ->
         raise ValidationError("a caller is webhook:<sender> or key:<16 hex digits of the key's SHA-256>")
     out.write(caller_secret(factory.settings.resolve_callback_secret().get(), args.caller) + "\n")
     return EXIT_OK
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -345,11 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dead = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(dest="dlq_command", required=True)
     show = dead.add_parser("show", help="list DLQ messages with their requests and reasons")
-    show.add_argument("--limit", type=int, default=100)
+    show.add_argument("--limit", type=_positive_count, default=100)
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=_dlq_show)
     redrive = dead.add_parser("redrive", help="move DLQ messages back to the queue (failed requests are retried)")
-    redrive.add_argument("--limit", type=int, default=1000)
+    redrive.add_argument("--limit", type=_positive_count, default=1000)
     redrive.set_defaults(run=_dlq_redrive)
 
     swept = commands.add_parser(
@@ -361,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         help="seconds a request must have been still (default: $CITEQ_STRANDED_AFTER_SECONDS or 7200)",
     )
-    swept.add_argument("--json", action="store_true")
+    swept.add_argument("--json", action="store_true", help="one JSON object: the counts and the stranded ids")
     swept.set_defaults(run=_sweep)
 
     secret = commands.add_parser(

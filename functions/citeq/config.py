@@ -147,7 +147,7 @@ def tokens_per_minute(raw: str | None) -> int | None:
         value = int(raw.replace("_", "").replace(",", ""))
     except ValueError:
         raise ConfigurationError(
-            f"{TOKENS_PER_MINUTE} must be a number of tokens or a plan name ({', '.join(PLANS)}), got {raw!r}"
+            f"{TOKENS_PER_MINUTE} must be a number of tokens, a plan name ({', '.join(PLANS)}) or none, got {raw!r}"
         ) from None
     if value < 0:
         raise ConfigurationError(f"{TOKENS_PER_MINUTE} must not be negative, got {raw!r}")

@@ -449,7 +449,8 @@ class Request:
         custom_id = raw.get("custom_id")
         if custom_id is not None or custom_id_required:
             if not isinstance(custom_id, str) or not custom_id.strip():
-                wanted = "is required (a non-empty string)" if custom_id_required else "must be a non-empty string"
+                missing = custom_id is None and custom_id_required
+                wanted = "is required (a non-empty string)" if missing else "must be a non-empty string"
                 raise ValidationError(f"custom_id {wanted}")
             if len(custom_id) > MAX_CUSTOM_ID:
                 raise ValidationError(f"custom_id is longer than {MAX_CUSTOM_ID} characters")

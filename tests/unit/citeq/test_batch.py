@@ -46,6 +46,7 @@ def test_valid_jsonl_keeps_input_order_and_fields() -> None:
         ('{"custom_id": "x", "question": "q"', "not valid JSON"),
         ('["not", "an", "object"]', "must be a JSON object"),
         ({"question": "q"}, "custom_id is required"),
+        ({"custom_id": 1, "question": "q"}, "custom_id must be a non-empty string"),  # there, but not text
         ({"custom_id": "x"}, "exactly one of question or messages"),
         ({"custom_id": "x", "question": "q", "messages": [{"content": "m"}]}, "exactly one of question or messages"),
         ({"custom_id": "x", "question": "   "}, "non-empty string"),

@@ -84,7 +84,8 @@ def test_sweep_lists_stranded_requests_on_a_dry_run_and_sends_them_a_message_oth
     assert Store(aws["ResultsTable"]).put_request(Request("r-fresh", ChatRequest.ask("q", "citeq-demo")))
     code, out, _ = _run(["sweep", "--dry-run", "--stranded-after", "600"], aws)
     assert code == 0 and out.splitlines() == [
-        "2 open requests examined, 1 stranded: would send a new message to 1, failed 0",
+        "2 open requests examined, 1 stranded (dry run: nothing written; each would get a new message, or fail if"
+        " out of attempts)",
         "  r-stranded",
     ]
     assert Store(aws["ResultsTable"]).get("r-stranded").dispatch == "tok"  # type: ignore[union-attr]
@@ -95,6 +96,7 @@ def test_sweep_lists_stranded_requests_on_a_dry_run_and_sends_them_a_message_oth
         "stranded": 1,
         "redispatched": 1,
         "failed": 0,
+        "dry_run": False,
         "stranded_ids": ["r-stranded"],
     }
     assert Store(aws["ResultsTable"]).get("r-stranded").dispatch != "tok"  # type: ignore[union-attr]
@@ -108,3 +110,23 @@ def test_sweep_refuses_a_wait_that_is_not_a_positive_number(capsys: pytest.Captu
         with pytest.raises(SystemExit) as exited:
             main(["sweep", "--stranded-after", bad])
         assert exited.value.code == EXIT_USAGE and "--stranded-after" in capsys.readouterr().err
+
+
+def test_results_to_a_path_that_cannot_be_written_is_one_line_and_a_usage_error(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    from citeq.store import Store
+
+    Store(aws["ResultsTable"]).create_batch("b_x", 0, source=None, idempotency_key=None)
+    for target in (tmp_path / "missing" / "out.jsonl", tmp_path):
+        code, _, err = _run(["batch", "results", "b_x", "-o", str(target)], aws)
+        assert code == EXIT_USAGE and err.startswith(f"citeq: invalid input: cannot write {target}")
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "many"])
+def test_dlq_limits_must_be_positive_whole_numbers(capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    for command in ("show", "redrive"):
+        with pytest.raises(SystemExit) as exited:
+            main(["dlq", command, "--limit", limit])
+        assert exited.value.code == EXIT_USAGE and "--limit" in capsys.readouterr().err
