@@ -205,9 +205,15 @@ def read(
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     try:
         # Bytes, not read_text: universal newlines would turn a lone CR (JSON whitespace) into a line end.
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"cannot read {path}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start]
+        raise ValidationError(f"line {line}: not UTF-8 (byte 0x{bad:02x}); save the file as UTF-8") from None
     return parse(text, fmt=fmt, default_assistant=default_assistant, callback_allow_hosts=callback_allow_hosts)
 
 

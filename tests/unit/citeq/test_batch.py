@@ -109,6 +109,10 @@ def test_read_picks_format_from_extension_and_reports_unreadable(tmp_path: Path)
     assert [i.request.custom_id for i in read(path, default_assistant="m").items] == ["a"]
     with pytest.raises(ValidationError, match="cannot read"):
         read(tmp_path / "missing.jsonl")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"custom_id": "a", "question": "ok"}\n{"custom_id": "b", "question": "caf\xe9"}\n')
+    with pytest.raises(ValidationError, match=r"^line 2: not UTF-8 \(byte 0xe9\)"):
+        read(latin)
 
 
 def test_submit_refuses_any_bad_line_unless_skipping() -> None:
