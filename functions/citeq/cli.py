@@ -290,24 +290,19 @@ def _callback_secret(args: argparse.Namespace, factory: Factory, out: TextIO) ->
     return EXIT_OK
 
 
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
+def _positive(kind: type[int] | type[float], what: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` of the text, more than 0 and finite."""
 
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be more than 0 and finite, got {text!r}")
+        return value
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text!r}")
-    return value
+    return convert
 
 
 CALLER = re.compile(r"^(webhook:[a-z0-9][a-z0-9_-]{0,62}|key:[0-9a-f]{16})\Z")
@@ -360,11 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dead = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(dest="dlq_command", required=True)
     show = dead.add_parser("show", help="list DLQ messages with their requests and reasons")
-    show.add_argument("--limit", type=_positive_count, default=100)
+    show.add_argument("--limit", type=_positive(int, "a whole number"), default=100)
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=_dlq_show)
     redrive = dead.add_parser("redrive", help="move DLQ messages back to the queue (failed requests are retried)")
-    redrive.add_argument("--limit", type=_positive_count, default=1000)
+    redrive.add_argument("--limit", type=_positive(int, "a whole number"), default=1000)
     redrive.set_defaults(run=_dlq_redrive)
 
     swept = commands.add_parser(
@@ -373,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     swept.add_argument("--dry-run", action="store_true", help="only list the stranded requests")
     swept.add_argument(
         "--stranded-after",
-        type=_positive_seconds,
+        type=_positive(float, "a number of seconds"),
         help="seconds a request must have been still (default: $CITEQ_STRANDED_AFTER_SECONDS or 7200)",
     )
     swept.add_argument("--json", action="store_true", help="one JSON object: the counts and the stranded ids")
