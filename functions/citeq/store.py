@@ -366,21 +366,8 @@ class Store:
         raise StoreError(f"DynamoDB kept {len(pending)} writes unprocessed")
 
     def existing(self, request_ids: Iterator[str] | Sequence[str]) -> set[str]:
-        """Which of these request ids are stored (BatchGetItem, 100 keys a call)."""
-        ids = list(request_ids)
-        found: set[str] = set()
-        for start in range(0, len(ids), 100):
-            keys: list[dict[str, Attr]] = [{"pk": _s(f"REQ#{i}"), "sk": _s("REQ")} for i in ids[start : start + 100]]
-            while keys:
-                result = self._call(
-                    "batch_get_item",
-                    RequestItems={
-                        self.table: {"Keys": keys, "ProjectionExpression": "request_id", "ConsistentRead": True}
-                    },
-                )
-                found.update(i["request_id"]["S"] for i in result.get("Responses", {}).get(self.table, []))
-                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        return found
+        """Which of these request ids are stored (``get_many``, reading only the id)."""
+        return {record.request_id for record in self.get_many(list(request_ids), ("request_id",))}
 
     def get_many(self, request_ids: Sequence[str], fields: Sequence[str] = ()) -> list[RequestRecord]:
         """The stored ones of these requests (strongly consistent; BatchGetItem, 100 keys a call), in no order;

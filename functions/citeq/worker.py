@@ -96,6 +96,10 @@ class HandBack(Exception):
         self.delay = delay
 
 
+def _moved() -> HandBack:
+    return HandBack("the request changed while this delivery read it", MOVED_DELAY)
+
+
 def hand_back_delay(error: CiteqError | None, failures: int, rng: random.Random, *, cap: float = 900.0) -> float:
     """Seconds before a failed request's message comes back: the service's Retry-After when it sent one, else
     full-jitter backoff over the failures so far (1 s .. ``cap``)."""
@@ -204,10 +208,7 @@ class Worker:
             item = self.store.get(message.request_id)
             if item is None:
                 return None
-            running = self.store.claim(item, invocation.lease_until)
-            if running is None:
-                raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
-            return running
+            return self._claim_read(item, invocation)
         now = self.wall()
         if item.status in ENDED:
             return None
@@ -218,14 +219,9 @@ class Worker:
             if item.not_before is not None and item.not_before > now + 1.0:
                 # Waits longer than SQS's 15-minute delay arrive early: put off again under a new message.
                 if self.store.defer(item, item.not_before, item.wait_reason or "waiting") is None:
-                    raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
+                    raise _moved()
                 return None
-            running = self.store.claim(item, invocation.lease_until)
-            if running is None:
-                # Another delivery (perhaps of this very message) took it between the read and the claim. The
-                # message must not be acknowledged: if that delivery hands the request back, it may need it.
-                raise HandBack("the request changed while this delivery read it", MOVED_DELAY)
-            return running
+            return self._claim_read(item, invocation)
         if item.lease_live(now):
             wait = max(1.0, (item.lease_until or now) - now + 1.0)
             raise HandBack("another delivery holds a live lease", wait)
@@ -236,6 +232,15 @@ class Worker:
             message_text = f"gave up after {running.failures} failed attempts: {error.get('message')}"
             self._fail(running, {**error, "message": message_text}, None)
             return None
+        return running
+
+    def _claim_read(self, item: RequestRecord, invocation: Invocation) -> RequestRecord:
+        """Claim a request this delivery has just read as queued under its message; raises HandBack if another
+        delivery (perhaps of this very message) moved it in between: the message must not be acknowledged,
+        since that delivery may hand the request back and need it."""
+        running = self.store.claim(item, invocation.lease_until)
+        if running is None:
+            raise _moved()
         return running
 
     def _attempt(self, running: RequestRecord, delivery: ReceivedMessage, invocation: Invocation) -> dict[str, Any]:
